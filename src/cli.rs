@@ -1,0 +1,113 @@
+//! Command-line flags, the first of two parsing stages: raw flags here,
+//! applied over the job config and validated in [`crate::config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::JobConfig;
+use crate::error::{Error, Result};
+
+/// prescale: scale Kubernetes workloads before load arrives.
+#[derive(Debug, Parser)]
+#[command(name = "prescale", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline. With no arguments: the built-in generator for one
+    /// simulated week, then a summary.
+    Run(RunArgs),
+}
+
+/// Flags of `prescale run`; each overrides the same field of `--config`.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// TOML job definition; every field optional (see README).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `generator` or `replay:PATH` (CSV or JSON lines).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// `stdout` (a summary) or `jsonl:PATH`.
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// Write every feature row as a JSON line to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub features: Option<PathBuf>,
+    /// Write every rejected record as a JSON line to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub dead_letter: Option<PathBuf>,
+    /// Write the summary as one JSON object to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+    /// Simulated time the generator covers (default 7d).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Generator deployments (default 20).
+    #[arg(long)]
+    pub deployments: Option<usize>,
+    /// Generator pods per deployment (default 5).
+    #[arg(long)]
+    pub pods: Option<usize>,
+    /// Replay speed-up over event time; 0 (default) is as fast as possible.
+    #[arg(long)]
+    pub speedup: Option<f64>,
+    /// Timely worker threads per process.
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+    /// Timely processes in the job.
+    #[arg(long, short = 'n')]
+    pub processes: Option<usize>,
+    /// This process' index.
+    #[arg(long, short = 'p')]
+    pub process: Option<usize>,
+    /// File with one host:port per process.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The job config: the file if given, with these flags applied over it.
+    pub fn job_config(&self) -> Result<JobConfig> {
+        let mut c = match &self.config {
+            Some(path) => JobConfig::from_file(path)?,
+            None => JobConfig::default(),
+        };
+        let set = |slot: &mut Option<String>, v: &Option<String>| {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        };
+        set(&mut c.source.uri, &self.source);
+        set(&mut c.sink.uri, &self.sink);
+        set(&mut c.generator.duration, &self.duration);
+        if self.features.is_some() {
+            c.sink.features.clone_from(&self.features);
+        }
+        if self.dead_letter.is_some() {
+            c.sink.dead_letter.clone_from(&self.dead_letter);
+        }
+        if self.summary_json.is_some() {
+            c.sink.summary_json.clone_from(&self.summary_json);
+        }
+        if self.hosts.is_some() {
+            c.cluster.hosts.clone_from(&self.hosts);
+        }
+        c.generator.deployments = self.deployments.or(c.generator.deployments);
+        c.generator.pods = self.pods.or(c.generator.pods);
+        c.source.speedup = self.speedup.or(c.source.speedup);
+        c.cluster.workers = self.workers.or(c.cluster.workers);
+        c.cluster.processes = self.processes.or(c.cluster.processes);
+        c.cluster.process = self.process.or(c.cluster.process);
+        if self.speedup.is_some() && c.source.uri.as_deref().is_some_and(|u| !u.starts_with("replay:")) {
+            return Err(Error::invalid("--speedup", "only a replay source can be paced"));
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,501 @@
+//! The job definition: a TOML file whose every field is optional, and the
+//! validated [`Settings`] the job runs with.
+//!
+//! Parsing is in two stages, as in ripgrep: [`JobConfig`] mirrors the file
+//! (unknown fields are errors, so a typo never silently falls back to a
+//! default), CLI flags override it, and [`Settings::from_config`] checks
+//! every value once, with errors that name the field.
+//!
+//! ```toml
+//! [source]
+//! uri = "replay:../shared/traces/nab/series.csv"  # or "generator"
+//!
+//! [event_time]
+//! lateness = "30s"
+//!
+//! [features]
+//! tumbling = ["1m", "5m"]
+//! sliding = [{ width = "30m", slide = "1m" }]
+//! lags = ["1h", "24h", "7d"]
+//!
+//! [sink]
+//! uri = "jsonl:decisions.jsonl"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use prescale_dataflows::decode::{DecodeOptions, Format};
+use prescale_dataflows::event_time::EventTimeSettings;
+use prescale_dataflows::features::{FeatureSettings, SlidingSpec};
+use prescale_dataflows::time::{Millis, parse_datetime, parse_duration};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::source::generator::{GeneratorFormat, GeneratorSettings};
+
+/// The job config file, as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobConfig {
+    /// Where records come from.
+    pub source: SourceConfig,
+    /// The built-in workload generator (used when `source.uri = "generator"`).
+    pub generator: GeneratorConfig,
+    /// How records are decoded.
+    pub decode: DecodeConfig,
+    /// Watermarks and lateness.
+    pub event_time: EventTimeConfig,
+    /// Which features are computed.
+    pub features: FeaturesConfig,
+    /// Where outputs go.
+    pub sink: SinkConfig,
+    /// The timely cluster.
+    pub cluster: ClusterConfig,
+}
+
+/// `[source]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `generator` (default) or `replay:PATH` (a CSV or JSON-lines trace).
+    pub uri: Option<String>,
+    /// Format of a replayed file: `csv`, `adapter-json` or `blog-json`.
+    /// Default: told from the file name and its first record.
+    pub format: Option<Format>,
+    /// Replay speed-up over event time (e.g. 60 replays an hour a minute);
+    /// default 0: as fast as possible.
+    pub speedup: Option<f64>,
+}
+
+/// `[generator]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// Deployments (default 20).
+    pub deployments: Option<usize>,
+    /// Pods per deployment (default 5).
+    pub pods: Option<usize>,
+    /// Time between two samples of a pod (default `15s`, Prometheus' default).
+    pub scrape_interval: Option<String>,
+    /// Simulated time to generate (default `7d`).
+    pub duration: Option<String>,
+    /// First event time (default `2026-01-05T00:00:00Z`, a Monday).
+    pub start: Option<String>,
+    /// Seed of every random choice (default 42).
+    pub seed: Option<u64>,
+    /// Share of samples delivered late but within the lateness (default 0.005).
+    pub out_of_order: Option<f64>,
+    /// Share of samples delivered too late to be used (default 0.0005).
+    pub late: Option<f64>,
+    /// `samples` (default) hands samples over directly; `adapter-json`
+    /// renders prometheus-kafka-adapter lines and decodes them.
+    pub format: Option<GeneratorFormat>,
+}
+
+/// `[decode]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Namespace of records that carry none (default `default`).
+    pub namespace: Option<String>,
+    /// Metric name of CSV records (default `value`).
+    pub csv_metric: Option<String>,
+    /// Largest accepted value (default 1e15); above is `out-of-range`.
+    pub max_value: Option<f64>,
+}
+
+/// `[event_time]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventTimeConfig {
+    /// Allowed lateness behind the largest event time seen (default `30s`).
+    pub lateness: Option<String>,
+    /// Granularity of timely timestamps (default `1s`).
+    pub tick: Option<String>,
+}
+
+/// `[features]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesConfig {
+    /// Tumbling window widths (default `["1m", "5m"]`).
+    pub tumbling: Option<Vec<String>>,
+    /// Sliding windows (default `[{ width = "30m", slide = "1m" }]`).
+    pub sliding: Option<Vec<SlidingConfig>>,
+    /// Lags of the tumbling means (default `["1h", "24h", "7d"]`).
+    pub lags: Option<Vec<String>>,
+}
+
+/// One sliding window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlidingConfig {
+    /// Window length.
+    pub width: String,
+    /// Distance between window ends.
+    pub slide: String,
+}
+
+/// `[sink]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// `stdout` (default: a summary) or `jsonl:PATH` (the last stage's rows).
+    pub uri: Option<String>,
+    /// Write every feature row as a JSON line to this file.
+    pub features: Option<PathBuf>,
+    /// Write every rejected record as a JSON line to this file.
+    pub dead_letter: Option<PathBuf>,
+    /// Write the job summary as one JSON object to this file.
+    pub summary_json: Option<PathBuf>,
+}
+
+/// `[cluster]`: the timely workers and processes.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Worker threads per process (default 1).
+    pub workers: Option<usize>,
+    /// Processes in the job (default 1).
+    pub processes: Option<usize>,
+    /// This process' index (default 0).
+    pub process: Option<usize>,
+    /// File with one `host:port` per process (needed with processes > 1).
+    pub hosts: Option<PathBuf>,
+}
+
+impl JobConfig {
+    /// Reads and parses a config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text).map_err(|message| Error::ConfigFile {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses a config from TOML text.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Where records come from, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSettings {
+    /// The built-in generator.
+    Generator(GeneratorSettings),
+    /// A recorded trace.
+    Replay {
+        /// The file.
+        path: PathBuf,
+        /// Its format, if given; else guessed.
+        format: Option<Format>,
+        /// Speed-up over event time; 0 is as fast as possible.
+        speedup: f64,
+    },
+}
+
+/// Where the last stage's rows go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkSettings {
+    /// A human summary on stdout.
+    Stdout,
+    /// JSON lines in a file.
+    Jsonl(PathBuf),
+}
+
+/// The timely cluster, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSettings {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// This process' index.
+    pub process: usize,
+    /// Addresses of all processes; empty for a single process.
+    pub addresses: Vec<String>,
+}
+
+impl ClusterSettings {
+    /// Processes in the job.
+    pub fn processes(&self) -> usize {
+        self.addresses.len().max(1)
+    }
+}
+
+/// Everything a job runs with, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// The source.
+    pub source: SourceSettings,
+    /// Decoding options.
+    pub decode: DecodeOptions,
+    /// Event time.
+    pub event_time: EventTimeSettings,
+    /// Features.
+    pub features: FeatureSettings,
+    /// The sink of the last stage.
+    pub sink: SinkSettings,
+    /// Feature rows file.
+    pub features_path: Option<PathBuf>,
+    /// Dead-letter file.
+    pub dead_letter_path: Option<PathBuf>,
+    /// Summary JSON file.
+    pub summary_json: Option<PathBuf>,
+    /// The cluster.
+    pub cluster: ClusterSettings,
+}
+
+fn duration(field: &str, text: Option<&str>, default: &str) -> Result<Millis> {
+    let text = text.unwrap_or(default);
+    parse_duration(text).ok_or_else(|| {
+        Error::invalid(field, format!("{text:?} is not a duration like 30s, 5m, 24h or 7d"))
+    })
+}
+
+fn durations(field: &str, texts: Option<&[String]>, default: &[&str]) -> Result<Vec<Millis>> {
+    match texts {
+        Some(list) => list.iter().map(|t| duration(field, Some(t), "")).collect(),
+        None => default.iter().map(|t| duration(field, Some(t), "")).collect(),
+    }
+}
+
+fn share(field: &str, value: Option<f64>, default: f64) -> Result<f64> {
+    let v = value.unwrap_or(default);
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(Error::invalid(field, format!("{v} is not a share between 0 and 1")))
+    }
+}
+
+impl Settings {
+    /// Validates a config (with CLI overrides already applied).
+    pub fn from_config(config: &JobConfig) -> Result<Self> {
+        let event_time = EventTimeSettings {
+            lateness: duration("event_time.lateness", config.event_time.lateness.as_deref(), "30s")?,
+            tick: duration("event_time.tick", config.event_time.tick.as_deref(), "1s")?,
+        }
+        .validate()?;
+
+        let f = &config.features;
+        let sliding = match &f.sliding {
+            Some(list) => list
+                .iter()
+                .map(|s| {
+                    Ok(SlidingSpec {
+                        width: duration("features.sliding.width", Some(&s.width), "")?,
+                        slide: duration("features.sliding.slide", Some(&s.slide), "")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => FeatureSettings::default().sliding,
+        };
+        let features = FeatureSettings {
+            tumbling: durations("features.tumbling", f.tumbling.as_deref(), &["1m", "5m"])?,
+            sliding,
+            lags: durations("features.lags", f.lags.as_deref(), &["1h", "24h", "7d"])?,
+            lateness: event_time.lateness,
+        }
+        .validate()?;
+
+        let d = &config.decode;
+        let max_value = d.max_value.unwrap_or(1e15);
+        if !(max_value.is_finite() && max_value > 0.0 && max_value <= 1e18) {
+            return Err(Error::invalid("decode.max_value", format!("{max_value} must be in (0, 1e18]")));
+        }
+        let decode = DecodeOptions {
+            namespace: d.namespace.clone().unwrap_or_else(|| "default".into()),
+            csv_metric: d.csv_metric.clone().unwrap_or_else(|| "value".into()),
+            max_value,
+        };
+
+        let uri = config.source.uri.as_deref().unwrap_or("generator");
+        let source = if uri == "generator" {
+            SourceSettings::Generator(generator_settings(&config.generator)?)
+        } else if let Some(path) = uri.strip_prefix("replay:") {
+            if path.is_empty() {
+                return Err(Error::invalid("source.uri", "replay: needs a path, e.g. replay:trace.csv"));
+            }
+            let speedup = config.source.speedup.unwrap_or(0.0);
+            if !(speedup.is_finite() && speedup >= 0.0) {
+                return Err(Error::invalid("source.speedup", format!("{speedup} must be 0 or more")));
+            }
+            SourceSettings::Replay {
+                path: PathBuf::from(path),
+                format: config.source.format,
+                speedup,
+            }
+        } else {
+            return Err(Error::invalid("source.uri", format!("{uri:?}: expected `generator` or `replay:PATH`")));
+        };
+
+        let sink_uri = config.sink.uri.as_deref().unwrap_or("stdout");
+        let sink = if sink_uri == "stdout" {
+            SinkSettings::Stdout
+        } else if let Some(path) = sink_uri.strip_prefix("jsonl:").filter(|p| !p.is_empty()) {
+            SinkSettings::Jsonl(PathBuf::from(path))
+        } else {
+            return Err(Error::invalid("sink.uri", format!("{sink_uri:?}: expected `stdout` or `jsonl:PATH`")));
+        };
+
+        Ok(Settings {
+            source,
+            decode,
+            event_time,
+            features,
+            sink,
+            features_path: config.sink.features.clone(),
+            dead_letter_path: config.sink.dead_letter.clone(),
+            summary_json: config.sink.summary_json.clone(),
+            cluster: cluster_settings(&config.cluster)?,
+        })
+    }
+}
+
+fn generator_settings(g: &GeneratorConfig) -> Result<GeneratorSettings> {
+    let deployments = g.deployments.unwrap_or(20);
+    let pods = g.pods.unwrap_or(5);
+    if deployments == 0 || deployments > 1_000_000 {
+        return Err(Error::invalid("generator.deployments", "must be between 1 and 1000000"));
+    }
+    if pods == 0 || pods > 10_000 {
+        return Err(Error::invalid("generator.pods", "must be between 1 and 10000"));
+    }
+    let scrape_interval = duration("generator.scrape_interval", g.scrape_interval.as_deref(), "15s")?;
+    if scrape_interval < 100 {
+        return Err(Error::invalid("generator.scrape_interval", "must be at least 100ms"));
+    }
+    let start_text = g.start.as_deref().unwrap_or("2026-01-05T00:00:00Z");
+    let start = parse_datetime(start_text)
+        .ok_or_else(|| Error::invalid("generator.start", format!("{start_text:?} is not an RFC 3339 time")))?;
+    Ok(GeneratorSettings {
+        deployments,
+        pods,
+        scrape_interval,
+        duration: duration("generator.duration", g.duration.as_deref(), "7d")?,
+        start,
+        seed: g.seed.unwrap_or(42),
+        out_of_order: share("generator.out_of_order", g.out_of_order, 0.005)?,
+        late: share("generator.late", g.late, 0.0005)?,
+        format: g.format.unwrap_or(GeneratorFormat::Samples),
+    })
+}
+
+fn cluster_settings(c: &ClusterConfig) -> Result<ClusterSettings> {
+    let workers = c.workers.unwrap_or(1);
+    if workers == 0 || workers > 1024 {
+        return Err(Error::invalid("cluster.workers", "must be between 1 and 1024"));
+    }
+    let processes = c.processes.unwrap_or(1);
+    let process = c.process.unwrap_or(0);
+    if processes == 0 {
+        return Err(Error::invalid("cluster.processes", "must be at least 1"));
+    }
+    if process >= processes {
+        return Err(Error::invalid("cluster.process", format!("{process} must be below processes ({processes})")));
+    }
+    let addresses = if processes > 1 {
+        let Some(path) = &c.hosts else {
+            return Err(Error::invalid("cluster.hosts", "a hosts file is needed with more than one process"));
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: "reading hosts file",
+            path: path.clone(),
+            source,
+        })?;
+        let hosts: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        if hosts.len() < processes {
+            return Err(Error::invalid(
+                "cluster.hosts",
+                format!("{} lists {} hosts for {processes} processes", path.display(), hosts.len()),
+            ));
+        }
+        hosts.into_iter().take(processes).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(ClusterSettings {
+        workers,
+        process,
+        addresses,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Result<Settings> {
+        let config = JobConfig::from_toml(toml).map_err(|m| Error::invalid("toml", m))?;
+        Settings::from_config(&config)
+    }
+
+    #[test]
+    fn empty_config_gives_the_documented_defaults() {
+        let s = settings("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.event_time.lateness, 30_000);
+        assert_eq!(s.features, FeatureSettings::default());
+        assert_eq!(s.sink, SinkSettings::Stdout);
+        let SourceSettings::Generator(g) = s.source else { panic!("generator by default") };
+        assert_eq!((g.deployments, g.pods, g.scrape_interval, g.duration), (20, 5, 15_000, 7 * 86_400_000));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let e = settings("[features]\ntumbeling = [\"1m\"]").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("tumbeling"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (toml, field) in [
+            ("[event_time]\nlateness = \"soon\"", "event_time.lateness"),
+            ("[features]\nlags = [\"90s\"]", "features.lags"),
+            ("[source]\nuri = \"kafka\"", "source.uri"),
+            ("[sink]\nuri = \"jsonl:\"", "sink.uri"),
+            ("[generator]\nlate = 2.0", "generator.late"),
+            ("[cluster]\nprocesses = 2", "cluster.hosts"),
+            ("[decode]\nmax_value = -1.0", "decode.max_value"),
+        ] {
+            let e = settings(toml).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains(field), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let s = settings(
+            r#"
+            [source]
+            uri = "replay:trace.csv"
+            format = "csv"
+            speedup = 60.0
+            [event_time]
+            lateness = "1m"
+            [features]
+            tumbling = ["5m"]
+            sliding = [{ width = "1h", slide = "5m" }]
+            lags = ["1d"]
+            [sink]
+            uri = "jsonl:out.jsonl"
+            features = "features.jsonl"
+            [cluster]
+            workers = 2
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.features.pane(), 5 * 60_000);
+        assert_eq!(s.sink, SinkSettings::Jsonl("out.jsonl".into()));
+        assert_eq!(s.cluster.workers, 2);
+        assert!(matches!(s.source, SourceSettings::Replay { speedup: 60.0, .. }));
+    }
+}

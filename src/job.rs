@@ -1,0 +1,252 @@
+//! A prescale job: the timely cluster, the dataflow on each worker, the
+//! source that feeds it, the writers, and the summary.
+//!
+//! Data leaves the dataflow through one writer: rows bound for a file are
+//! serialized on the worker that computed them and exchanged to worker 0,
+//! which alone writes, so a multi-process job still produces one file.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prescale_dataflows::features::{self, FeatureRow, WindowCounters};
+use prescale_dataflows::ingest::{self, Ingest};
+use prescale_dataflows::time::{MINUTE, Millis};
+use timely::CommunicationConfig;
+use timely::dataflow::operators::core::{Exchange, Inspect, Probe};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::config::{ClusterSettings, SinkSettings, Settings, SourceSettings};
+use crate::error::{Error, Result};
+use crate::source::{Feed, generator, replay};
+use crate::summary::{Summary, WorkerStats};
+
+/// The timely configuration for these cluster settings.
+pub fn timely_config(cluster: &ClusterSettings) -> timely::Config {
+    let communication = if cluster.addresses.len() > 1 {
+        CommunicationConfig::Cluster {
+            threads: cluster.workers,
+            process: cluster.process,
+            addresses: cluster.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        }
+    } else if cluster.workers > 1 {
+        CommunicationConfig::Process(cluster.workers)
+    } else {
+        CommunicationConfig::Thread
+    };
+    timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    }
+}
+
+/// Runs a job to its end. Returns the summary in the process that hosts
+/// worker 0, `None` in the others.
+pub fn run(settings: Settings) -> Result<Option<Summary>> {
+    let started = Instant::now();
+    let settings = Arc::new(settings);
+    let config = timely_config(&settings.cluster);
+    let shared = Arc::clone(&settings);
+    let guards = timely::execute(config, move |worker| run_worker(worker, &shared, started)).map_err(Error::Runtime)?;
+    let mut summary = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(Some(s))) => summary = Some(s),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => return Err(Error::Runtime(panic)),
+        }
+    }
+    if let (Some(summary), Some(path)) = (&summary, &settings.summary_json) {
+        let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+        std::fs::write(path, json + "\n").map_err(|source| Error::Io {
+            what: "writing summary",
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(summary)
+}
+
+/// A JSON-lines file written by worker 0.
+struct LineFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    error: Option<std::io::Error>,
+}
+
+type SharedFile = Rc<RefCell<LineFile>>;
+
+impl LineFile {
+    fn create(path: &Path) -> Result<SharedFile> {
+        let file = File::create(path).map_err(|source| Error::Io {
+            what: "creating output",
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Rc::new(RefCell::new(LineFile {
+            path: path.to_owned(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            error: None,
+        })))
+    }
+
+    fn write_line(&mut self, line: &str) {
+        if self.error.is_none()
+            && let Err(e) = self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n"))
+        {
+            self.error = Some(e);
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let result = match self.error.take() {
+            Some(e) => Err(e),
+            None => self.out.flush(),
+        };
+        result.map_err(|source| Error::Io {
+            what: "writing output",
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Per-worker counts of rows, updated as rows pass.
+#[derive(Default)]
+struct RowCounts {
+    tumbling: Cell<u64>,
+    sliding: Cell<u64>,
+    corrections: Cell<u64>,
+    lags: Cell<u64>,
+}
+
+impl RowCounts {
+    fn count(&self, row: &FeatureRow) {
+        let bump = |c: &Cell<u64>| c.set(c.get() + 1);
+        match row {
+            FeatureRow::Tumbling(r) if r.revision == 0 => bump(&self.tumbling),
+            FeatureRow::Sliding(r) if r.revision == 0 => bump(&self.sliding),
+            FeatureRow::Tumbling(_) | FeatureRow::Sliding(_) => bump(&self.corrections),
+            FeatureRow::Lag(_) => bump(&self.lags),
+        }
+    }
+}
+
+fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Result<Option<Summary>> {
+    let is_writer = worker.index() == 0;
+    let mut files: Vec<SharedFile> = Vec::new();
+    let mut open = |path: Option<&PathBuf>| -> Result<Option<SharedFile>> {
+        match path {
+            Some(p) if is_writer => {
+                let f = LineFile::create(p)?;
+                files.push(Rc::clone(&f));
+                Ok(Some(f))
+            }
+            _ => Ok(None),
+        }
+    };
+    let sink_path = match &settings.sink {
+        SinkSettings::Jsonl(p) => Some(p),
+        SinkSettings::Stdout => None,
+    };
+    let row_files: Vec<SharedFile> =
+        [open(settings.features_path.as_ref())?, open(sink_path)?].into_iter().flatten().collect();
+    let dead_letter = open(settings.dead_letter_path.as_ref())?;
+    let write_rows = settings.features_path.is_some() || sink_path.is_some();
+    let write_rejected = settings.dead_letter_path.is_some();
+
+    let counters = WindowCounters::default();
+    let row_counts = Rc::new(RowCounts::default());
+    let probe = ProbeHandle::new();
+    let inputs = worker.dataflow::<Millis, _, _>(|scope| {
+        let (inputs, partials, rejected) = ingest::inputs(&scope);
+        let counts = Rc::clone(&row_counts);
+        let rows = features::features(partials, &settings.features, counters.clone())
+            .inspect(move |row| counts.count(row));
+        if write_rows {
+            rows.clone()
+                .flat_map(|row| serde_json::to_string(&row).ok())
+                .exchange(|_| 0)
+                .inspect(move |line: &String| {
+                    for f in &row_files {
+                        f.borrow_mut().write_line(line);
+                    }
+                })
+                .probe_with(&probe);
+        }
+        rows.probe_with(&probe);
+        if write_rejected {
+            rejected
+                .flat_map(|r| serde_json::to_string(&r).ok())
+                .exchange(|_| 0)
+                .inspect(move |line: &String| {
+                    if let Some(f) = &dead_letter {
+                        f.borrow_mut().write_line(line);
+                    }
+                })
+                .probe_with(&probe);
+        } else {
+            rejected.probe_with(&probe);
+        }
+        inputs
+    });
+    let mut ingest = Ingest::new(inputs, settings.features.pane());
+
+    let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE);
+    match &settings.source {
+        SourceSettings::Generator(g) => generator::drive(&mut feed, g, &settings.decode, settings.event_time),
+        SourceSettings::Replay { path, format, speedup } => {
+            replay::drive(&mut feed, path, *format, *speedup, &settings.decode, settings.event_time)?
+        }
+    }
+    ingest.close();
+    while !probe.done() {
+        worker.step();
+    }
+    for f in &files {
+        f.borrow_mut().finish()?;
+    }
+
+    // Gather every worker's counts at worker 0.
+    let mut stats = WorkerStats::from_ingest(ingest.stats());
+    stats.tumbling_windows = row_counts.tumbling.get();
+    stats.sliding_windows = row_counts.sliding.get();
+    stats.corrections = row_counts.corrections.get();
+    stats.lag_rows = row_counts.lags.get();
+    stats.corrected_records = counters.corrected_records.get();
+    let totals = Rc::new(RefCell::new(WorkerStats::default()));
+    let mut stats_input = InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<WorkerStats>>>::new();
+    let stats_probe = worker.dataflow::<u64, _, _>(|scope| {
+        let sink = Rc::clone(&totals);
+        let (probe, _) = stats_input
+            .to_stream(scope)
+            .exchange(|_| 0)
+            .inspect(move |s: &WorkerStats| sink.borrow_mut().add(s))
+            .probe();
+        probe
+    });
+    stats_input.send(stats);
+    stats_input.close();
+    while !stats_probe.done() {
+        worker.step();
+    }
+    if !is_writer {
+        return Ok(None);
+    }
+    let source = match &settings.source {
+        SourceSettings::Generator(_) => "generator".to_owned(),
+        SourceSettings::Replay { path, .. } => format!("replay:{}", path.display()),
+    };
+    let workers = worker.peers();
+    let totals = totals.borrow();
+    Ok(Some(Summary::new(source, workers, &totals, started.elapsed().as_secs_f64())))
+}

@@ -1,0 +1,18 @@
+//! prescale, the host: everything that does I/O around the pure dataflows
+//! of [`prescale_dataflows`].
+//!
+//! - [`cli`] and [`config`]: flags and the TOML job definition, validated
+//!   once into [`config::Settings`];
+//! - [`source`]: the built-in workload generator and trace replay, which
+//!   feed each timely worker its share of the partitions;
+//! - [`job`]: the timely cluster, the dataflow on every worker, the writers
+//!   and the [`summary`].
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod job;
+pub mod source;
+pub mod summary;
+
+pub use error::{Error, Result};

@@ -1,0 +1,41 @@
+//! The `prescale` binary: parses the command line and maps errors to exit
+//! codes (1: the job failed; 2: bad usage or configuration).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use prescale::cli::{Cli, Command};
+use prescale::config::{Settings, SinkSettings};
+use prescale::{Error, job};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prescale: {e:#}");
+            let usage = matches!(
+                e.downcast_ref::<Error>(),
+                Some(Error::InvalidSetting { .. } | Error::ConfigFile { .. } | Error::Stage(_))
+            );
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            let settings = Settings::from_config(&args.job_config()?)?;
+            let to_stdout = settings.sink == SinkSettings::Stdout;
+            if let Some(summary) = job::run(settings)? {
+                if to_stdout {
+                    println!("{summary}");
+                } else {
+                    eprintln!("{summary}");
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Sources: where records come from, and how they are fed to a worker.
+//!
+//! Every source is a set of partitions, each read in its own order and
+//! judged by its own [`PartitionClock`](prescale_dataflows::event_time::PartitionClock);
+//! a worker reads a fixed share of them, so the result does not depend on
+//! the number of workers. [`Feed`] is the worker's side of the loop: push
+//! samples, advance the frontier, and step the dataflow so that the source
+//! never runs far ahead of what has been processed (bounded memory).
+
+pub mod generator;
+pub mod replay;
+
+use std::time::{Duration, Instant};
+
+use prescale_dataflows::ingest::Ingest;
+use prescale_dataflows::time::{Millis, format_datetime};
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+/// A worker, its ingest and the probe of its dataflow.
+pub struct Feed<'a> {
+    /// The timely worker.
+    pub worker: &'a mut Worker,
+    /// The dataflow's entry.
+    pub ingest: &'a mut Ingest,
+    /// Progress of the dataflow's outputs.
+    pub probe: &'a ProbeHandle<Millis>,
+    /// How far (in event time) inputs may run ahead of processed outputs.
+    pub slack: Millis,
+    last_progress: Instant,
+}
+
+impl<'a> Feed<'a> {
+    /// Wraps a worker's parts.
+    pub fn new(worker: &'a mut Worker, ingest: &'a mut Ingest, probe: &'a ProbeHandle<Millis>, slack: Millis) -> Self {
+        Feed {
+            worker,
+            ingest,
+            probe,
+            slack,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// Advances the ingest frontier to `time` and steps the dataflow until
+    /// it has caught up to within the slack.
+    pub fn advance_to(&mut self, time: Millis) {
+        self.ingest.advance_to(time);
+        let target = self.ingest.frontier().saturating_sub(self.slack);
+        while self.probe.less_than(&target) {
+            self.worker.step();
+        }
+        if self.worker.index() == 0 && self.last_progress.elapsed() > Duration::from_secs(5) {
+            self.last_progress = Instant::now();
+            let s = self.ingest.stats();
+            eprintln!(
+                "progress: event time {}  used {}  rejected {}",
+                format_datetime(time),
+                s.used,
+                s.rejected_total()
+            );
+        }
+    }
+
+    /// Steps the dataflow until `deadline`, for paced replays.
+    pub fn wait_until(&mut self, deadline: Instant) {
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            self.worker.step_or_park(Some(left.min(Duration::from_millis(10))));
+        }
+    }
+}
