@@ -408,10 +408,14 @@ pub fn drive(
         }
     };
 
+    // Event time per step: about 20,000 samples, between 1 and 60 minutes,
+    // so that each step of the dataflow has enough work to amortise it.
+    let per_minute = (owned.len() * settings.pods) as u64 * MINUTE / settings.scrape_interval;
+    let step = MINUTE * (20_000 / per_minute.max(1)).clamp(1, 60);
     let end = settings.end();
     let mut t = settings.start;
     while t < end {
-        let until = (t + MINUTE).min(end);
+        let until = (t + step).min(end);
         for (partition, deployment, clock, offset) in &mut owned {
             deployment.generate(settings, until, &mut |s, p| batch.push((s, p)));
             for (sample, pod) in batch.drain(..) {

@@ -128,7 +128,8 @@ fetch() {
     exec {lock_fd}>&- # another process fetched it meanwhile
     return 0
   fi
-  local tmp start mvn_args=(-B -q -f "$POM" "-Dkafka.version=$KAFKA_VERSION")
+  rm -rf "$VERSION_DIR"/libs.tmp.* # left by an interrupted fetch; we hold the lock
+  local tmp start mvn_args=(-B -q -Dstyle.color=never -f "$POM" "-Dkafka.version=$KAFKA_VERSION")
   if [[ -n "${KAFKA_HARNESS_MAVEN_REPO:-}" ]]; then
     mvn_args+=("-Dmaven.repo.local=$KAFKA_HARNESS_MAVEN_REPO")
   fi
@@ -384,8 +385,8 @@ do_start() {
   # `eval "$(kafka.sh start)"` returns and Ctrl-C in the caller leaves it be.
   local -a detach=()
   command -v setsid >/dev/null 2>&1 && detach=(setsid)
-  # shellcheck disable=SC2016 # $$, $1 and $@ belong to the inner shell
   # The lock fd is closed for it: the broker must not hold the lock.
+  # shellcheck disable=SC2016 # $$, $1 and $@ belong to the inner shell
   "${detach[@]}" bash -c 'echo "$$" >"$1"; shift; exec "$@"' _ "$PID_FILE" "${cmd[@]}" \
     </dev/null >>"$STATE_DIR/logs/kafka.out" 2>&1 {STATE_LOCK_FD}>&- &
   printf '127.0.0.1:%s\n' "$port" >"$BOOTSTRAP_FILE"

@@ -80,6 +80,62 @@ impl PaneAgg {
     }
 }
 
+/// Sums pane aggregates into a window's aggregate without allocating per
+/// window: the pod list is a reused buffer, sorted once at the end.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    /// Samples so far.
+    pub count: u64,
+    sum_fixed: i128,
+    /// Smallest value so far.
+    pub min: f64,
+    /// Largest value so far.
+    pub max: f64,
+    pods: Vec<u64>,
+}
+
+impl Accumulator {
+    /// Starts over.
+    pub fn clear(&mut self) {
+        self.count = 0;
+        self.sum_fixed = 0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+        self.pods.clear();
+    }
+
+    /// Adds a pane's count, sum, min and max.
+    pub fn add(&mut self, pane: &PaneAgg) {
+        self.count += pane.count;
+        self.sum_fixed += pane.sum_fixed;
+        self.min = self.min.min(pane.min);
+        self.max = self.max.max(pane.max);
+    }
+
+    /// Adds a pane, pods included.
+    pub fn add_with_pods(&mut self, pane: &PaneAgg) {
+        self.add(pane);
+        self.pods.extend_from_slice(&pane.pods);
+    }
+
+    /// Distinct pods added with [`Accumulator::add_with_pods`].
+    pub fn distinct_pods(&mut self) -> usize {
+        self.pods.sort_unstable();
+        self.pods.dedup();
+        self.pods.len()
+    }
+
+    /// The sum of the values.
+    pub fn sum(&self) -> f64 {
+        self.sum_fixed as f64 / SCALE
+    }
+
+    /// The mean of the values (0 when empty).
+    pub fn mean(&self) -> f64 {
+        self.sum_fixed as f64 / SCALE / self.count.max(1) as f64
+    }
+}
+
 fn to_fixed(value: f64) -> i128 {
     (value * SCALE).round() as i128
 }

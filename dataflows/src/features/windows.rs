@@ -35,7 +35,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use super::FeatureSettings;
-use super::pane::{PaneAgg, Partial};
+use super::pane::{Accumulator, PaneAgg, Partial};
 use super::rows::{FeatureRow, SlidingRow, TumblingRow};
 use crate::record::Series;
 use crate::time::{MINUTE, Millis, day_of_week, hour_of_day};
@@ -123,6 +123,10 @@ struct State {
     caps: BTreeMap<Millis, Capability<Millis>>,
     /// Windows to (re-)emit at the timestamp being processed.
     dirty: Vec<(Series, usize, Millis)>,
+    /// Scratch space for window aggregates, reused across windows.
+    scratch: Accumulator,
+    steps: Vec<Accumulator>,
+    points: Vec<(f64, f64)>,
     /// The frontier at the last release of finished state.
     released_to: Millis,
     counters: WindowCounters,
@@ -204,14 +208,31 @@ impl State {
             let Some(state) = self.series.get_mut(&series) else { continue };
             let spec = self.specs[spec_index];
             let start = end.saturating_sub(spec.width());
-            let mut total: Option<PaneAgg> = None;
-            for (_, pane) in state.panes.range(start..end) {
-                match &mut total {
-                    Some(t) => t.merge(pane),
-                    None => total = Some(pane.clone()),
+            let acc = &mut self.scratch;
+            acc.clear();
+            match spec {
+                Spec::Tumbling { .. } => {
+                    for pane in state.panes.range(start..end).map(|(_, p)| p) {
+                        acc.add_with_pods(pane);
+                    }
+                }
+                Spec::Sliding { slide, .. } => {
+                    self.steps.clear();
+                    self.steps.resize_with(((end - start) / slide) as usize, Accumulator::default);
+                    for step in &mut self.steps {
+                        step.clear();
+                    }
+                    for (&pane_start, pane) in state.panes.range(start..end) {
+                        acc.add(pane);
+                        if let Some(step) = self.steps.get_mut(((pane_start - start) / slide) as usize) {
+                            step.add(pane);
+                        }
+                    }
                 }
             }
-            let Some(total) = total else { continue };
+            if acc.count == 0 {
+                continue;
+            }
             let revision = state.revisions.entry((spec_index, end)).or_insert(0);
             let this_revision = *revision;
             *revision += 1;
@@ -223,12 +244,12 @@ impl State {
                         start_ms: start,
                         end_ms: end,
                         revision: this_revision,
-                        count: total.count,
-                        avg: total.mean(),
-                        max: total.max,
-                        min: total.min,
-                        sum: total.sum(),
-                        pods: total.pods.len() as u32,
+                        count: acc.count,
+                        avg: acc.mean(),
+                        max: acc.max,
+                        min: acc.min,
+                        sum: acc.sum(),
+                        pods: acc.distinct_pods() as u32,
                         hour_of_day: hour_of_day(start),
                         day_of_week: day_of_week(start),
                     };
@@ -245,24 +266,15 @@ impl State {
                     out.push(WindowOutput::Row(FeatureRow::Tumbling(row)));
                 }
                 Spec::Sliding { width, slide } => {
-                    let mut points = Vec::with_capacity((width / slide) as usize);
-                    let mut step_start = start;
-                    while step_start < end {
-                        let mut step: Option<PaneAgg> = None;
-                        for (_, pane) in state.panes.range(step_start..step_start + slide) {
-                            match &mut step {
-                                Some(s) => s.merge(pane),
-                                None => step = Some(pane.clone()),
-                            }
-                        }
-                        if let Some(step) = step {
+                    self.points.clear();
+                    for (i, step) in self.steps.iter().enumerate() {
+                        if step.count > 0 {
                             // Mid-point of the step, in minutes from the window start.
-                            let x = ((step_start - start) as f64 + slide as f64 / 2.0) / MINUTE as f64;
-                            points.push((x, step.mean()));
+                            let x = (i as f64 + 0.5) * slide as f64 / MINUTE as f64;
+                            self.points.push((x, step.mean()));
                         }
-                        step_start += slide;
                     }
-                    let (stddev, slope) = spread_and_slope(&points);
+                    let (stddev, slope) = spread_and_slope(&self.points);
                     out.push(WindowOutput::Row(FeatureRow::Sliding(SlidingRow {
                         series: series.clone(),
                         width_s: width / 1000,
@@ -270,9 +282,9 @@ impl State {
                         start_ms: start,
                         end_ms: end,
                         revision: this_revision,
-                        count: total.count,
-                        steps: points.len() as u32,
-                        mean: total.mean(),
+                        count: acc.count,
+                        steps: self.points.len() as u32,
+                        mean: acc.mean(),
                         stddev,
                         slope_per_min: slope,
                     })));
@@ -376,6 +388,9 @@ pub fn windows<'scope>(
         caps: BTreeMap::new(),
         dirty: Vec::new(),
         released_to: 0,
+        scratch: Accumulator::default(),
+        steps: Vec::new(),
+        points: Vec::new(),
         counters,
     };
     let exchange = Exchange::new(|p: &Partial| p.series.route());
