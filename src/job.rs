@@ -24,7 +24,7 @@ use timely::worker::Worker;
 
 use crate::config::{ClusterSettings, SinkSettings, Settings, SourceSettings};
 use crate::error::{Error, Result};
-use crate::source::{Feed, generator, replay};
+use crate::source::{Feed, PARK, generator, replay};
 use crate::summary::{Summary, WorkerStats};
 
 /// The timely configuration for these cluster settings.
@@ -210,7 +210,7 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     }
     ingest.close();
     while !probe.done() {
-        worker.step();
+        worker.step_or_park(Some(PARK));
     }
     for f in &files {
         f.borrow_mut().finish()?;
@@ -237,7 +237,7 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     stats_input.send(stats);
     stats_input.close();
     while !stats_probe.done() {
-        worker.step();
+        worker.step_or_park(Some(PARK));
     }
     if !is_writer {
         return Ok(None);

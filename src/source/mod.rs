@@ -17,6 +17,12 @@ use prescale_dataflows::time::{Millis, format_datetime};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
+/// The longest a worker waiting on others parks before looking again.
+/// Timely wakes a parked worker when data or progress arrives; the bound
+/// only guards against a missed wake-up. Spinning instead would starve the
+/// other workers whenever there are more workers than cores.
+pub const PARK: Duration = Duration::from_millis(1);
+
 /// A worker, its ingest and the probe of its dataflow.
 pub struct Feed<'a> {
     /// The timely worker.
@@ -48,7 +54,7 @@ impl<'a> Feed<'a> {
         self.ingest.advance_to(time);
         let target = self.ingest.frontier().saturating_sub(self.slack);
         while self.probe.less_than(&target) {
-            self.worker.step();
+            self.worker.step_or_park(Some(PARK));
         }
         if self.worker.index() == 0 && self.last_progress.elapsed() > Duration::from_secs(5) {
             self.last_progress = Instant::now();
