@@ -167,14 +167,9 @@ pub struct ClusterConfig {
 impl JobConfig {
     /// Reads and parses a config file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        Self::from_toml(&text).map_err(|message| Error::ConfigFile {
-            path: path.to_owned(),
-            message,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::ConfigFile { path: path.to_owned(), message: e.to_string() })?;
+        Self::from_toml(&text).map_err(|message| Error::ConfigFile { path: path.to_owned(), message })
     }
 
     /// Parses a config from TOML text.
@@ -251,9 +246,8 @@ pub struct Settings {
 
 fn duration(field: &str, text: Option<&str>, default: &str) -> Result<Millis> {
     let text = text.unwrap_or(default);
-    parse_duration(text).ok_or_else(|| {
-        Error::invalid(field, format!("{text:?} is not a duration like 30s, 5m, 24h or 7d"))
-    })
+    parse_duration(text)
+        .ok_or_else(|| Error::invalid(field, format!("{text:?} is not a duration like 30s, 5m, 24h or 7d")))
 }
 
 fn durations(field: &str, texts: Option<&[String]>, default: &[&str]) -> Result<Vec<Millis>> {
@@ -324,11 +318,7 @@ impl Settings {
             if !(speedup.is_finite() && speedup >= 0.0) {
                 return Err(Error::invalid("source.speedup", format!("{speedup} must be 0 or more")));
             }
-            SourceSettings::Replay {
-                path: PathBuf::from(path),
-                format: config.source.format,
-                speedup,
-            }
+            SourceSettings::Replay { path: PathBuf::from(path), format: config.source.format, speedup }
         } else {
             return Err(Error::invalid("source.uri", format!("{uri:?}: expected `generator` or `replay:PATH`")));
         };
@@ -407,12 +397,8 @@ fn cluster_settings(c: &ClusterConfig) -> Result<ClusterSettings> {
             path: path.clone(),
             source,
         })?;
-        let hosts: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect();
+        let hosts: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
         if hosts.len() < processes {
             return Err(Error::invalid(
                 "cluster.hosts",
@@ -423,11 +409,7 @@ fn cluster_settings(c: &ClusterConfig) -> Result<ClusterSettings> {
     } else {
         Vec::new()
     };
-    Ok(ClusterSettings {
-        workers,
-        process,
-        addresses,
-    })
+    Ok(ClusterSettings { workers, process, addresses })
 }
 
 #[cfg(test)]
@@ -497,5 +479,20 @@ mod tests {
         assert_eq!(s.sink, SinkSettings::Jsonl("out.jsonl".into()));
         assert_eq!(s.cluster.workers, 2);
         assert!(matches!(s.source, SourceSettings::Replay { speedup: 60.0, .. }));
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// `deploy/job.toml` documents every field with its default: it must
+    /// parse, and give the same settings as an empty file.
+    #[test]
+    fn the_example_job_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/job.toml");
+        let example = Settings::from_config(&JobConfig::from_file(&path).unwrap()).unwrap();
+        let empty = Settings::from_config(&JobConfig::default()).unwrap();
+        assert_eq!(example, empty);
     }
 }

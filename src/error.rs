@@ -42,10 +42,7 @@ pub enum Error {
 impl Error {
     /// Shorthand for [`Error::InvalidSetting`].
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidSetting {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidSetting { field: field.into(), reason: reason.into() }
     }
 }
 

@@ -22,7 +22,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::config::{ClusterSettings, SinkSettings, Settings, SourceSettings};
+use crate::config::{ClusterSettings, Settings, SinkSettings, SourceSettings};
 use crate::error::{Error, Result};
 use crate::source::{Feed, PARK, generator, replay};
 use crate::summary::{Summary, WorkerStats};
@@ -42,10 +42,7 @@ pub fn timely_config(cluster: &ClusterSettings) -> timely::Config {
     } else {
         CommunicationConfig::Thread
     };
-    timely::Config {
-        communication,
-        worker: timely::WorkerConfig::default(),
-    }
+    timely::Config { communication, worker: timely::WorkerConfig::default() }
 }
 
 /// Runs a job to its end. Returns the summary in the process that hosts
@@ -112,11 +109,7 @@ impl LineFile {
             Some(e) => Err(e),
             None => self.out.flush(),
         };
-        result.map_err(|source| Error::Io {
-            what: "writing output",
-            path: self.path.clone(),
-            source,
-        })
+        result.map_err(|source| Error::Io { what: "writing output", path: self.path.clone(), source })
     }
 }
 
@@ -170,8 +163,8 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     let inputs = worker.dataflow::<Millis, _, _>(|scope| {
         let (inputs, partials, rejected) = ingest::inputs(&scope);
         let counts = Rc::clone(&row_counts);
-        let rows = features::features(partials, &settings.features, counters.clone())
-            .inspect(move |row| counts.count(row));
+        let rows =
+            features::features(partials, &settings.features, counters.clone()).inspect(move |row| counts.count(row));
         if write_rows {
             rows.clone()
                 .flat_map(|row| serde_json::to_string(&row).ok())

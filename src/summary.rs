@@ -35,11 +35,7 @@ pub struct WorkerStats {
 impl WorkerStats {
     /// Starts from an ingest's counts.
     pub fn from_ingest(stats: &IngestStats) -> Self {
-        WorkerStats {
-            used: stats.used,
-            rejected: stats.rejected.to_vec(),
-            ..WorkerStats::default()
-        }
+        WorkerStats { used: stats.used, rejected: stats.rejected.to_vec(), ..WorkerStats::default() }
     }
 
     /// Adds another worker's counts.

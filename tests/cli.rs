@@ -1,6 +1,8 @@
 //! The embedded default: `prescale run` with no arguments runs the
 //! generator for one simulated week and prints the summary.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
 mod common;
 
 #[test]
@@ -20,7 +22,8 @@ fn summary_json_has_the_documented_fields() {
     let path = dir.path().join("s.json");
     common::run_ok(&["run", "--duration", "6h", "--summary-json", &path.to_string_lossy()]);
     let s = common::summary(&path);
-    for field in ["records_in", "records_used", "rejected", "windows_emitted", "elapsed_seconds", "records_per_second"] {
+    for field in ["records_in", "records_used", "rejected", "windows_emitted", "elapsed_seconds", "records_per_second"]
+    {
         assert!(s.get(field).is_some(), "{field} missing from {s}");
     }
     let rejected: u64 = s["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();

@@ -2,6 +2,8 @@
 //! sorting lines) with 1 worker, 4 workers, and 2 processes of 2 workers on
 //! localhost, for a real trace and for the generator; and the same counts.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
 mod common;
 
 use std::path::Path;

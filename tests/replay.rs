@@ -1,6 +1,8 @@
 //! Replays of files with bad lines: every line is accounted for, by reason,
 //! in the summary and the dead-letter file; nothing crashes.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
 mod common;
 
 use common::{run_ok, summary};
@@ -22,11 +24,7 @@ fn replay(name: &str, text: &str, workers: &str) -> (serde_json::Value, Vec<serd
         "--dead-letter",
         &dead.to_string_lossy(),
     ]);
-    let dead = std::fs::read_to_string(&dead)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead = std::fs::read_to_string(&dead).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     (summary(&s), dead)
 }
 
@@ -44,14 +42,17 @@ fn bad_csv_lines_are_counted_by_reason_and_dead_lettered() {
     text.push_str("1767231600,web,1e300\n");
     text.push_str("1767231600,web\n");
     text.push_str("yesterday,web,1\n");
-    text.push_str("\n");
+    text.push('\n');
     for workers in ["1", "3"] {
         let (s, dead) = replay("trace.csv", &text, workers);
         assert_eq!(s["records_used"], 600, "{s}");
         assert_eq!(s["records_in"], 607, "{s}");
         let r = &s["rejected"];
         assert_eq!((r["late"].as_u64(), r["non-finite"].as_u64(), r["negative"].as_u64()), (Some(1), Some(1), Some(1)));
-        assert_eq!((r["out-of-range"].as_u64(), r["malformed"].as_u64(), r["bad-timestamp"].as_u64()), (Some(1), Some(1), Some(2)));
+        assert_eq!(
+            (r["out-of-range"].as_u64(), r["malformed"].as_u64(), r["bad-timestamp"].as_u64()),
+            (Some(1), Some(1), Some(2))
+        );
         assert_eq!(dead.len(), 7);
         let late = dead.iter().find(|d| d["reason"] == "late").unwrap();
         assert_eq!(late["origin"]["offset"], 602, "line number of the late record");
@@ -66,7 +67,7 @@ fn adapter_and_blog_json_replays_use_good_lines_and_reject_bad_ones() {
     for i in 0..120 {
         adapter.push_str(&format!(
             "{{\"timestamp\":\"2026-01-01T00:{:02}:{:02}Z\",\"value\":\"{}\",\"name\":\"cpu\",\"labels\":{{\"namespace\":\"shop\",\"pod\":\"checkout-7d9f8-ab{:03}\"}}}}\n",
-            i / 2 / 60 * 0 + i / 2,
+            i / 2,
             (i % 2) * 30,
             i,
             i % 5
@@ -74,7 +75,10 @@ fn adapter_and_blog_json_replays_use_good_lines_and_reject_bad_ones() {
     }
     adapter.push_str("{\"timestamp\":\"2026-01-01T01:00:00Z\",\"value\":\"1\"\n");
     adapter.push_str("\u{feff}garbage \u{1F600}\n");
-    adapter.push_str(&format!("{{\"timestamp\":\"2026-01-01T01:00:00Z\",\"value\":\"1\",\"name\":\"cpu\",\"labels\":{{\"pod\":\"{}\"}}}}\n", "x".repeat(100_000)));
+    adapter.push_str(&format!(
+        "{{\"timestamp\":\"2026-01-01T01:00:00Z\",\"value\":\"1\",\"name\":\"cpu\",\"labels\":{{\"pod\":\"{}\"}}}}\n",
+        "x".repeat(100_000)
+    ));
     let (s, dead) = replay("adapter.jsonl", &adapter, "2");
     assert_eq!(s["records_used"], 121, "{s}");
     assert_eq!(s["rejected"]["malformed"], 2, "{s}");

@@ -32,10 +32,7 @@ pub struct EventTimeSettings {
 
 impl Default for EventTimeSettings {
     fn default() -> Self {
-        EventTimeSettings {
-            lateness: 30 * SECOND,
-            tick: SECOND,
-        }
+        EventTimeSettings { lateness: 30 * SECOND, tick: SECOND }
     }
 }
 
@@ -43,10 +40,7 @@ impl EventTimeSettings {
     /// Checks the settings.
     pub fn validate(self) -> Result<Self> {
         if self.tick == 0 {
-            return Err(Error::InvalidSetting {
-                field: "event_time.tick",
-                reason: "must be at least 1ms".into(),
-            });
+            return Err(Error::InvalidSetting { field: "event_time.tick", reason: "must be at least 1ms".into() });
         }
         Ok(self)
     }
@@ -74,10 +68,7 @@ pub struct PartitionClock {
 impl PartitionClock {
     /// A clock that has seen nothing yet.
     pub fn new(settings: EventTimeSettings) -> Self {
-        PartitionClock {
-            settings,
-            max_seen: None,
-        }
+        PartitionClock { settings, max_seen: None }
     }
 
     /// Max event time seen minus lateness; `None` before the first record.
@@ -111,10 +102,7 @@ mod tests {
 
     #[test]
     fn records_behind_the_watermark_are_late() {
-        let mut c = PartitionClock::new(EventTimeSettings {
-            lateness: 30_000,
-            tick: 1_000,
-        });
+        let mut c = PartitionClock::new(EventTimeSettings { lateness: 30_000, tick: 1_000 });
         assert_eq!(c.tick(), None);
         assert_eq!(c.observe(100_500), Arrival::OnTime(70_000));
         // Out of order but within lateness: on time, at the current tick.

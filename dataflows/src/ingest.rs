@@ -101,11 +101,7 @@ impl Ingest {
             self.rejected.push(Rejected::new(
                 RejectReason::Late,
                 detail,
-                crate::Origin {
-                    source: "ingest".into(),
-                    partition: 0,
-                    offset: 0,
-                },
+                crate::Origin { source: "ingest".into(), partition: 0, offset: 0 },
                 &format!("{} {} {}", sample.series, sample.time, sample.value),
             ));
             return;
@@ -124,22 +120,14 @@ impl Ingest {
                     Some((_, p)) => p.agg.add(sample.value, sample.pod),
                     None => self.overflow.push((
                         at,
-                        Partial {
-                            series: sample.series,
-                            pane_start,
-                            agg: PaneAgg::of(sample.value, sample.pod),
-                        },
+                        Partial { series: sample.series, pane_start, agg: PaneAgg::of(sample.value, sample.pod) },
                     )),
                 }
             }
             None => {
                 self.pending.insert(
                     key,
-                    Partial {
-                        series: sample.series,
-                        pane_start,
-                        agg: PaneAgg::of(sample.value, sample.pod),
-                    },
+                    Partial { series: sample.series, pane_start, agg: PaneAgg::of(sample.value, sample.pod) },
                 );
             }
         }

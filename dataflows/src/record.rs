@@ -210,12 +210,7 @@ impl Rejected {
         while !raw.is_char_boundary(end) {
             end -= 1;
         }
-        Rejected {
-            reason,
-            detail: detail.into(),
-            origin,
-            raw: raw[..end].to_owned(),
-        }
+        Rejected { reason, detail: detail.into(), origin, raw: raw[..end].to_owned() }
     }
 }
 
@@ -240,11 +235,7 @@ impl Default for Interner {
 impl Interner {
     /// An interner that forgets everything after `bound` distinct keys.
     pub fn with_bound(bound: usize) -> Self {
-        Interner {
-            series: FxHashMap::default(),
-            len: 0,
-            bound,
-        }
+        Interner { series: FxHashMap::default(), len: 0, bound }
     }
 
     /// The shared [`Series`] for these names.
@@ -295,11 +286,7 @@ mod tests {
 
     #[test]
     fn raw_text_is_cut_on_a_char_boundary() {
-        let origin = Origin {
-            source: "t".into(),
-            partition: 0,
-            offset: 0,
-        };
+        let origin = Origin { source: "t".into(), partition: 0, offset: 0 };
         let raw = "é".repeat(400);
         let r = Rejected::new(RejectReason::Malformed, "x", origin, &raw);
         assert!(r.raw.len() <= Rejected::RAW_LIMIT);

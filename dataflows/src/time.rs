@@ -80,10 +80,7 @@ impl Cursor<'_> {
 /// Fractions beyond milliseconds are truncated. Returns `None` for anything
 /// else, including dates before 1970, which prescale cannot place in time.
 pub fn parse_datetime(text: &str) -> Option<Millis> {
-    let mut c = Cursor {
-        bytes: text.trim().as_bytes(),
-        pos: 0,
-    };
+    let mut c = Cursor { bytes: text.trim().as_bytes(), pos: 0 };
     let year = i64::from(c.digits(4)?);
     c.expect(b"-")?;
     let month = c.digits(2)?;
@@ -142,8 +139,7 @@ pub fn parse_datetime(text: &str) -> Option<Millis> {
         return None;
     }
     let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
-        - offset_secs;
+    let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second) - offset_secs;
     let ms = secs.checked_mul(1000)?.checked_add(i64::from(millis))?;
     Millis::try_from(ms).ok()
 }
@@ -204,7 +200,7 @@ pub fn parse_duration(text: &str) -> Option<Millis> {
 /// Formats a duration in the largest unit that divides it (`1h`, `90s`).
 pub fn format_duration(ms: Millis) -> String {
     for (unit, size) in [("w", 7 * DAY), ("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND)] {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }

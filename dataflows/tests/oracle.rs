@@ -14,6 +14,8 @@
 //! reference sums in floating point and the dataflow in fixed point. The
 //! dataflow's runs with 1 and 3 workers must also be byte-identical.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -53,21 +55,14 @@ impl Rng {
 fn settings() -> FeatureSettings {
     FeatureSettings {
         tumbling: vec![MINUTE, 5 * MINUTE],
-        sliding: vec![SlidingSpec {
-            width: 10 * MINUTE,
-            slide: MINUTE,
-        }],
+        sliding: vec![SlidingSpec { width: 10 * MINUTE, slide: MINUTE }],
         lags: vec![10 * MINUTE, 30 * MINUTE],
         lateness: LATENESS,
     }
 }
 
 fn series(i: usize) -> Series {
-    Series::new(SeriesKey {
-        namespace: "ns".into(),
-        deployment: format!("dep-{i}"),
-        metric: "cpu".into(),
-    })
+    Series::new(SeriesKey { namespace: "ns".into(), deployment: format!("dep-{i}"), metric: "cpu".into() })
 }
 
 /// Records in arrival order per partition.
@@ -123,10 +118,7 @@ fn run_dataflow(workers: usize, input: Arc<Vec<Vec<Rec>>>) -> (Vec<String>, u64)
             inputs
         });
         let mut ingest = Ingest::new(inputs, settings.pane());
-        let event_time = EventTimeSettings {
-            lateness: LATENESS,
-            tick: TICK,
-        };
+        let event_time = EventTimeSettings { lateness: LATENESS, tick: TICK };
         let owned: Vec<usize> = (0..input.len()).filter(|p| p % peers == index).collect();
         let mut clocks: Vec<PartitionClock> = owned.iter().map(|_| PartitionClock::new(event_time)).collect();
         let mut cursors = vec![0usize; owned.len()];
@@ -325,10 +317,7 @@ fn reference(input: &[Vec<Rec>]) -> (Vec<Canon>, u64) {
                 let Some(&(_, v)) = lagged.iter().rev().find(|x| x.0 <= t) else { continue };
                 if last != Some(v.to_bits()) {
                     last = Some(v.to_bits());
-                    rows.push((
-                        format!("L {} w{} e{end} lag{}", series(ser), width / 1000, lag / 1000),
-                        vec![v],
-                    ));
+                    rows.push((format!("L {} w{} e{end} lag{}", series(ser), width / 1000, lag / 1000), vec![v]));
                 }
             }
         }

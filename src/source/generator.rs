@@ -87,15 +87,23 @@ impl Rng {
 
 const NAMESPACES: [&str; 4] = ["shop", "payments", "search", "media"];
 const NAMES: [&str; 12] = [
-    "checkout", "cart", "catalog", "api-gateway", "search", "recommender", "payments", "auth", "images",
-    "orders", "inventory", "notifications",
+    "checkout",
+    "cart",
+    "catalog",
+    "api-gateway",
+    "search",
+    "recommender",
+    "payments",
+    "auth",
+    "images",
+    "orders",
+    "inventory",
+    "notifications",
 ];
 const HASH_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 fn generated_name(rng: &mut Rng, len: usize) -> String {
-    (0..len)
-        .map(|_| HASH_ALPHABET[(rng.next_u64() % HASH_ALPHABET.len() as u64) as usize] as char)
-        .collect()
+    (0..len).map(|_| HASH_ALPHABET[(rng.next_u64() % HASH_ALPHABET.len() as u64) as usize] as char).collect()
 }
 
 /// A flash sale: load multiplied by `factor` from `start` for `length`,
@@ -179,9 +187,8 @@ impl Deployment {
             format!("{}-{round}", NAMES[index % NAMES.len()])
         };
         let template = generated_name(&mut rng, 9);
-        let pods: Vec<String> = (0..settings.pods)
-            .map(|_| format!("{name}-{template}-{}", generated_name(&mut rng, 5)))
-            .collect();
+        let pods: Vec<String> =
+            (0..settings.pods).map(|_| format!("{name}-{template}-{}", generated_name(&mut rng, 5))).collect();
         let pod_ids = pods.iter().map(|p| stable_hash(p.as_str())).collect();
         let series = interner.series(&namespace, &name, METRIC);
         let days = settings.duration.div_ceil(DAY);
@@ -242,12 +249,7 @@ impl Deployment {
             let per_pod = self.load(t) / self.pods.len() as f64;
             for pod in 0..self.pods.len() {
                 let value = (per_pod * (1.0 + 0.08 * self.rng.normal())).max(0.0);
-                let sample = Sample {
-                    time: t,
-                    series: self.series.clone(),
-                    pod: self.pod_ids[pod],
-                    value,
-                };
+                let sample = Sample { time: t, series: self.series.clone(), pod: self.pod_ids[pod], value };
                 let roll = self.rng.unit();
                 let delay = if roll < settings.late {
                     Some(beyond.0 + (self.rng.unit() * (beyond.1 - beyond.0) as f64) as Millis)
@@ -289,6 +291,96 @@ impl Deployment {
             self.namespace,
             self.pods.get(pod).map_or("", String::as_str),
         );
+    }
+}
+
+/// Generates this worker's deployments into the dataflow.
+pub fn drive(
+    feed: &mut super::Feed<'_>,
+    settings: &GeneratorSettings,
+    decode: &prescale_dataflows::decode::DecodeOptions,
+    event_time: prescale_dataflows::event_time::EventTimeSettings,
+) {
+    use prescale_dataflows::decode::{Decoder, Format};
+    use prescale_dataflows::event_time::{Arrival, PartitionClock};
+    use prescale_dataflows::record::{Origin, RejectReason, Rejected};
+    use std::sync::Arc;
+
+    let index = feed.worker.index();
+    let peers = feed.worker.peers();
+    let mut interner = Interner::default();
+    let mut owned: Vec<(u32, Deployment, PartitionClock, u64)> = (index..settings.deployments)
+        .step_by(peers)
+        .map(|i| (i as u32, Deployment::new(settings, i, &mut interner), PartitionClock::new(event_time), 0))
+        .collect();
+    let source: Arc<str> = "generator".into();
+    let mut decoder = Decoder::new(Format::AdapterJson, decode.clone(), "generator");
+    let mut line = String::new();
+    let mut batch: Vec<(Sample, usize)> = Vec::new();
+    let tick_floor = |t: Millis| t - t % event_time.tick;
+    let not_started = tick_floor(settings.start.saturating_sub(event_time.lateness));
+
+    let mut feed_one = |feed: &mut super::Feed<'_>,
+                        partition: u32,
+                        deployment: &Deployment,
+                        clock: &mut PartitionClock,
+                        offset: u64,
+                        sample: Sample,
+                        pod: usize| {
+        let sample = match settings.format {
+            GeneratorFormat::Samples => sample,
+            GeneratorFormat::AdapterJson => {
+                deployment.adapter_json(&sample, pod, &mut line);
+                let mut decoded = None;
+                decoder.decode(&line, partition, offset, &mut |r| decoded = Some(r));
+                match decoded {
+                    Some(Ok(sample)) => sample,
+                    Some(Err(rejected)) => return feed.ingest.reject(rejected),
+                    None => return,
+                }
+            }
+        };
+        match clock.observe(sample.time) {
+            Arrival::OnTime(at) => feed.ingest.push(at, sample),
+            Arrival::Late { watermark } => {
+                let origin = Origin { source: Arc::clone(&source), partition, offset };
+                let raw = format!("{} {} {}", sample.series, format_datetime(sample.time), sample.value);
+                let detail = format!("event time {} behind watermark {watermark}", sample.time);
+                feed.ingest.reject(Rejected::new(RejectReason::Late, detail, origin, &raw));
+            }
+        }
+    };
+
+    // Event time per step: about 20,000 samples, between 1 and 60 minutes,
+    // so that each step of the dataflow has enough work to amortise it.
+    let per_minute = (owned.len() * settings.pods) as u64 * MINUTE / settings.scrape_interval;
+    let step = MINUTE * (20_000 / per_minute.max(1)).clamp(1, 60);
+    let end = settings.end();
+    let mut t = settings.start;
+    while t < end {
+        let until = (t + step).min(end);
+        for (partition, deployment, clock, offset) in &mut owned {
+            deployment.generate(settings, until, &mut |s, p| batch.push((s, p)));
+            for (sample, pod) in batch.drain(..) {
+                *offset += 1;
+                feed_one(feed, *partition, deployment, clock, *offset, sample, pod);
+            }
+        }
+        let frontier = owned
+            .iter()
+            .map(|(_, _, clock, _)| clock.tick().unwrap_or(not_started))
+            .min()
+            .unwrap_or_else(|| tick_floor(until.saturating_sub(event_time.lateness)));
+        feed.advance_to(frontier);
+        t = until;
+    }
+    // Samples still held back arrive after the end of generated time.
+    for (partition, deployment, clock, offset) in &mut owned {
+        deployment.drain(&mut |s, p| batch.push((s, p)));
+        for (sample, pod) in batch.drain(..) {
+            *offset += 1;
+            feed_one(feed, *partition, deployment, clock, *offset, sample, pod);
+        }
     }
 }
 
@@ -350,93 +442,5 @@ mod tests {
         let max = loads.iter().cloned().fold(f64::MIN, f64::max);
         let min = loads.iter().cloned().fold(f64::MAX, f64::min);
         assert!(max > 1.5 * min, "daily cycle: {loads:?}");
-    }
-}
-
-/// Generates this worker's deployments into the dataflow.
-pub fn drive(
-    feed: &mut super::Feed<'_>,
-    settings: &GeneratorSettings,
-    decode: &prescale_dataflows::decode::DecodeOptions,
-    event_time: prescale_dataflows::event_time::EventTimeSettings,
-) {
-    use prescale_dataflows::decode::{Decoder, Format};
-    use prescale_dataflows::event_time::{Arrival, PartitionClock};
-    use prescale_dataflows::record::{Origin, RejectReason, Rejected};
-    use std::sync::Arc;
-
-    let index = feed.worker.index();
-    let peers = feed.worker.peers();
-    let mut interner = Interner::default();
-    let mut owned: Vec<(u32, Deployment, PartitionClock, u64)> = (index..settings.deployments)
-        .step_by(peers)
-        .map(|i| (i as u32, Deployment::new(settings, i, &mut interner), PartitionClock::new(event_time), 0))
-        .collect();
-    let source: Arc<str> = "generator".into();
-    let mut decoder = Decoder::new(Format::AdapterJson, decode.clone(), "generator");
-    let mut line = String::new();
-    let mut batch: Vec<(Sample, usize)> = Vec::new();
-    let tick_floor = |t: Millis| t - t % event_time.tick;
-    let not_started = tick_floor(settings.start.saturating_sub(event_time.lateness));
-
-    let mut feed_one = |feed: &mut super::Feed<'_>, partition: u32, deployment: &Deployment, clock: &mut PartitionClock, offset: u64, sample: Sample, pod: usize| {
-        let sample = match settings.format {
-            GeneratorFormat::Samples => sample,
-            GeneratorFormat::AdapterJson => {
-                deployment.adapter_json(&sample, pod, &mut line);
-                let mut decoded = None;
-                decoder.decode(&line, partition, offset, &mut |r| decoded = Some(r));
-                match decoded {
-                    Some(Ok(sample)) => sample,
-                    Some(Err(rejected)) => return feed.ingest.reject(rejected),
-                    None => return,
-                }
-            }
-        };
-        match clock.observe(sample.time) {
-            Arrival::OnTime(at) => feed.ingest.push(at, sample),
-            Arrival::Late { watermark } => {
-                let origin = Origin {
-                    source: Arc::clone(&source),
-                    partition,
-                    offset,
-                };
-                let raw = format!("{} {} {}", sample.series, format_datetime(sample.time), sample.value);
-                let detail = format!("event time {} behind watermark {watermark}", sample.time);
-                feed.ingest.reject(Rejected::new(RejectReason::Late, detail, origin, &raw));
-            }
-        }
-    };
-
-    // Event time per step: about 20,000 samples, between 1 and 60 minutes,
-    // so that each step of the dataflow has enough work to amortise it.
-    let per_minute = (owned.len() * settings.pods) as u64 * MINUTE / settings.scrape_interval;
-    let step = MINUTE * (20_000 / per_minute.max(1)).clamp(1, 60);
-    let end = settings.end();
-    let mut t = settings.start;
-    while t < end {
-        let until = (t + step).min(end);
-        for (partition, deployment, clock, offset) in &mut owned {
-            deployment.generate(settings, until, &mut |s, p| batch.push((s, p)));
-            for (sample, pod) in batch.drain(..) {
-                *offset += 1;
-                feed_one(feed, *partition, deployment, clock, *offset, sample, pod);
-            }
-        }
-        let frontier = owned
-            .iter()
-            .map(|(_, _, clock, _)| clock.tick().unwrap_or(not_started))
-            .min()
-            .unwrap_or_else(|| tick_floor(until.saturating_sub(event_time.lateness)));
-        feed.advance_to(frontier);
-        t = until;
-    }
-    // Samples still held back arrive after the end of generated time.
-    for (partition, deployment, clock, offset) in &mut owned {
-        deployment.drain(&mut |s, p| batch.push((s, p)));
-        for (sample, pod) in batch.drain(..) {
-            *offset += 1;
-            feed_one(feed, *partition, deployment, clock, *offset, sample, pod);
-        }
     }
 }

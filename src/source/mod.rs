@@ -39,13 +39,7 @@ pub struct Feed<'a> {
 impl<'a> Feed<'a> {
     /// Wraps a worker's parts.
     pub fn new(worker: &'a mut Worker, ingest: &'a mut Ingest, probe: &'a ProbeHandle<Millis>, slack: Millis) -> Self {
-        Feed {
-            worker,
-            ingest,
-            probe,
-            slack,
-            last_progress: Instant::now(),
-        }
+        Feed { worker, ingest, probe, slack, last_progress: Instant::now() }
     }
 
     /// Advances the ingest frontier to `time` and steps the dataflow until

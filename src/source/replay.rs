@@ -33,11 +33,8 @@ pub fn drive(
     decode: &DecodeOptions,
     event_time: EventTimeSettings,
 ) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        what: "reading trace",
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes =
+        std::fs::read(path).map_err(|source| Error::Io { what: "reading trace", path: path.to_owned(), source })?;
     let index = feed.worker.index() as u64;
     let peers = feed.worker.peers() as u64;
     let name = format!("replay:{}", path.display());
@@ -58,11 +55,7 @@ pub fn drive(
         let Ok(line) = std::str::from_utf8(line) else {
             if owns_line {
                 let text = String::from_utf8_lossy(line);
-                let origin = Origin {
-                    source: Arc::clone(&source),
-                    partition: 0,
-                    offset,
-                };
+                let origin = Origin { source: Arc::clone(&source), partition: 0, offset };
                 feed.ingest.reject(Rejected::new(RejectReason::Malformed, "not UTF-8", origin, &text));
             }
             continue;
@@ -73,18 +66,13 @@ pub fn drive(
                 if sample.series.route() % peers != index {
                     return;
                 }
-                let clock = clocks
-                    .entry(sample.series.clone())
-                    .or_insert_with(|| PartitionClock::new(event_time));
+                let clock = clocks.entry(sample.series.clone()).or_insert_with(|| PartitionClock::new(event_time));
                 match clock.observe(sample.time) {
                     Arrival::OnTime(at) => accepted.push((at, sample)),
                     Arrival::Late { watermark } => {
-                        let origin = Origin {
-                            source: Arc::clone(&source),
-                            partition: 0,
-                            offset,
-                        };
-                        let detail = format!("event time {} behind watermark {watermark} of {}", sample.time, sample.series);
+                        let origin = Origin { source: Arc::clone(&source), partition: 0, offset };
+                        let detail =
+                            format!("event time {} behind watermark {watermark} of {}", sample.time, sample.series);
                         ingest.reject(Rejected::new(RejectReason::Late, detail, origin, line));
                     }
                 }

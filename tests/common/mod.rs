@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: running the `prescale` binary
 //! and finding the shared traces.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -15,12 +16,7 @@ pub fn prescale() -> Command {
 /// Runs `prescale` with `args`; panics with its stderr when it fails.
 pub fn run_ok(args: &[&str]) -> Output {
     let out = prescale().args(args).output().expect("prescale runs");
-    assert!(
-        out.status.success(),
-        "prescale {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "prescale {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     out
 }
 

@@ -119,11 +119,8 @@ pub(crate) fn decode(
         return out(Err(ctx.reject(RejectReason::Malformed, "no metric name (`name` or label `__name__`)")));
     };
     let pod = labels.pod.as_deref().filter(|p| !p.is_empty());
-    let from_labels = deployment::from_labels(
-        labels.deployment.as_deref(),
-        labels.app.as_deref(),
-        labels.app_name.as_deref(),
-    );
+    let from_labels =
+        deployment::from_labels(labels.deployment.as_deref(), labels.app.as_deref(), labels.app_name.as_deref());
     let Some(deployment) = from_labels.or(pod.map(deployment::from_pod_name)).filter(|d| !d.is_empty()) else {
         return out(Err(ctx.reject(RejectReason::Malformed, "no pod or deployment label")));
     };
@@ -206,8 +203,14 @@ mod tests {
         assert_eq!(run(&ok("\"2026-01-01T00:00:00Z\"", "[1]")), vec![Err(RejectReason::Malformed)]);
         assert_eq!(run(&ok("\"yesterday\"", "\"1\"")), vec![Err(RejectReason::BadTimestamp)]);
         assert_eq!(run(&ok("1767225600", "\"1\"")), vec![Err(RejectReason::Malformed)]);
-        assert_eq!(run(r#"{"timestamp":"2026-01-01T00:00:00Z","value":"1","name":"m","labels":{}}"#), vec![Err(RejectReason::Malformed)]);
-        assert_eq!(run(r#"{"timestamp":"2026-01-01T00:00:00Z","value":"1","name":"m""#), vec![Err(RejectReason::Malformed)]);
+        assert_eq!(
+            run(r#"{"timestamp":"2026-01-01T00:00:00Z","value":"1","name":"m","labels":{}}"#),
+            vec![Err(RejectReason::Malformed)]
+        );
+        assert_eq!(
+            run(r#"{"timestamp":"2026-01-01T00:00:00Z","value":"1","name":"m""#),
+            vec![Err(RejectReason::Malformed)]
+        );
         assert_eq!(run("not json"), vec![Err(RejectReason::Malformed)]);
         assert_eq!(run("[]"), vec![Err(RejectReason::Malformed)]);
     }

@@ -91,15 +91,30 @@ mod tests {
     #[test]
     fn each_sample_is_judged_on_its_own() {
         let line = r#"{"timestamp":"2026-01-01 00:00:00.000","pod_name":"web-0","cpu_usage":-1,"memory_usage":5}"#;
-        assert_eq!(run(line), vec![Err(RejectReason::Negative), Ok((1_767_225_600_000, "default/web/memory_usage".to_owned(), 5.0))]);
+        assert_eq!(
+            run(line),
+            vec![Err(RejectReason::Negative), Ok((1_767_225_600_000, "default/web/memory_usage".to_owned(), 5.0))]
+        );
     }
 
     #[test]
     fn bad_lines() {
-        assert_eq!(run(r#"{"timestamp":"2026-01-01 00:00:00.000","pod_name":"web-0"}"#), vec![Err(RejectReason::Malformed)]);
-        assert_eq!(run(r#"{"timestamp":"01/01/2026","pod_name":"web-0","cpu_usage":1}"#), vec![Err(RejectReason::BadTimestamp)]);
+        assert_eq!(
+            run(r#"{"timestamp":"2026-01-01 00:00:00.000","pod_name":"web-0"}"#),
+            vec![Err(RejectReason::Malformed)]
+        );
+        assert_eq!(
+            run(r#"{"timestamp":"01/01/2026","pod_name":"web-0","cpu_usage":1}"#),
+            vec![Err(RejectReason::BadTimestamp)]
+        );
         assert_eq!(run(r#"{"timestamp":"2026-01-01 00:00:00","cpu_usage":1}"#), vec![Err(RejectReason::Malformed)]);
-        assert_eq!(run(r#"{"timestamp":"2026-01-01 00:00:00","pod_name":"a","cpu_usage":"1"}"#), vec![Err(RejectReason::Malformed)]);
-        assert_eq!(run(r#"{"timestamp":"2026-01-01 00:00:00","pod_name":"a","cpu_usage":1e999}"#), vec![Err(RejectReason::Malformed)]);
+        assert_eq!(
+            run(r#"{"timestamp":"2026-01-01 00:00:00","pod_name":"a","cpu_usage":"1"}"#),
+            vec![Err(RejectReason::Malformed)]
+        );
+        assert_eq!(
+            run(r#"{"timestamp":"2026-01-01 00:00:00","pod_name":"a","cpu_usage":1e999}"#),
+            vec![Err(RejectReason::Malformed)]
+        );
     }
 }

@@ -85,7 +85,11 @@ mod tests {
     fn decodes_a_trace_line() {
         assert_eq!(
             run("1392388200,realAWSCloudwatch/ec2_cpu_utilization_24ae8d,0.132"),
-            vec![Ok((1_392_388_200_000, "default/realAWSCloudwatch/ec2_cpu_utilization_24ae8d/value".to_owned(), 0.132))]
+            vec![Ok((
+                1_392_388_200_000,
+                "default/realAWSCloudwatch/ec2_cpu_utilization_24ae8d/value".to_owned(),
+                0.132
+            ))]
         );
         assert_eq!(run("0.5,s,1e3"), vec![Ok((500, "default/s/value".to_owned(), 1000.0))]);
     }

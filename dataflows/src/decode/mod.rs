@@ -62,11 +62,7 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions {
-            namespace: "default".to_owned(),
-            csv_metric: "value".to_owned(),
-            max_value: 1e15,
-        }
+        DecodeOptions { namespace: "default".to_owned(), csv_metric: "value".to_owned(), max_value: 1e15 }
     }
 }
 
@@ -82,12 +78,7 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for `format`, labelling rejections with `source`.
     pub fn new(format: Format, options: DecodeOptions, source: &str) -> Self {
-        Decoder {
-            format,
-            options,
-            interner: Interner::default(),
-            source: source.into(),
-        }
+        Decoder { format, options, interner: Interner::default(), source: source.into() }
     }
 
     /// The format this decoder reads.
@@ -98,19 +89,8 @@ impl Decoder {
     /// Decodes one record (a line without its newline). Each sample or
     /// rejection it yields is passed to `out`; a header or blank line
     /// yields nothing.
-    pub fn decode(
-        &mut self,
-        line: &str,
-        partition: u32,
-        offset: u64,
-        out: &mut impl FnMut(Result<Sample, Rejected>),
-    ) {
-        let ctx = Ctx {
-            line,
-            partition,
-            offset,
-            source: &self.source,
-        };
+    pub fn decode(&mut self, line: &str, partition: u32, offset: u64, out: &mut impl FnMut(Result<Sample, Rejected>)) {
+        let ctx = Ctx { line, partition, offset, source: &self.source };
         match self.format {
             Format::Csv => csv::decode(line, &self.options, &mut self.interner, &ctx, out),
             Format::AdapterJson => adapter::decode(line, &self.options, &mut self.interner, &ctx, out),
@@ -132,11 +112,7 @@ impl Ctx<'_> {
         Rejected::new(
             reason,
             detail,
-            Origin {
-                source: Arc::clone(self.source),
-                partition: self.partition,
-                offset: self.offset,
-            },
+            Origin { source: Arc::clone(self.source), partition: self.partition, offset: self.offset },
             self.line,
         )
     }
@@ -149,10 +125,7 @@ pub(crate) fn validate(value: f64, options: &DecodeOptions, ctx: &Ctx<'_>) -> Re
     } else if value < 0.0 {
         Err(ctx.reject(RejectReason::Negative, format!("value {value}")))
     } else if value > options.max_value {
-        Err(ctx.reject(
-            RejectReason::OutOfRange,
-            format!("value {value} above max_value {}", options.max_value),
-        ))
+        Err(ctx.reject(RejectReason::OutOfRange, format!("value {value} above max_value {}", options.max_value)))
     } else {
         // -0.0 and 0.0 must aggregate identically.
         Ok(value + 0.0)

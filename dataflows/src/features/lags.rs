@@ -21,7 +21,10 @@ use super::windows::MeanUpdate;
 use crate::time::Millis;
 
 /// Lag rows for every tumbling window whose lagged window exists.
-pub fn lags<'scope>(means: StreamVec<'scope, Millis, MeanUpdate>, lags: Vec<Millis>) -> StreamVec<'scope, Millis, FeatureRow> {
+pub fn lags<'scope>(
+    means: StreamVec<'scope, Millis, MeanUpdate>,
+    lags: Vec<Millis>,
+) -> StreamVec<'scope, Millis, FeatureRow> {
     let means = means.as_collection();
     let current = means.clone().map(|(key, _mean)| (key, ()));
     let shifted = means.flat_map(move |((series, width, end), mean)| {
@@ -31,9 +34,7 @@ pub fn lags<'scope>(means: StreamVec<'scope, Millis, MeanUpdate>, lags: Vec<Mill
             .collect::<Vec<_>>()
     });
     current
-        .join_map(shifted, |(series, width, end), (), &(lag, mean)| {
-            ((series.clone(), *width, *end, lag), mean)
-        })
+        .join_map(shifted, |(series, width, end), (), &(lag, mean)| ((series.clone(), *width, *end, lag), mean))
         .consolidate()
         .inner
         .flat_map(|(((series, width, end, lag), mean), _time, diff)| {

@@ -61,10 +61,7 @@ impl Default for FeatureSettings {
     fn default() -> Self {
         FeatureSettings {
             tumbling: vec![MINUTE, 5 * MINUTE],
-            sliding: vec![SlidingSpec {
-                width: 30 * MINUTE,
-                slide: MINUTE,
-            }],
+            sliding: vec![SlidingSpec { width: 30 * MINUTE, slide: MINUTE }],
             lags: vec![HOUR, DAY, 7 * DAY],
             lateness: 30 * SECOND,
         }
@@ -109,7 +106,11 @@ impl FeatureSettings {
             if let Some(w) = self.tumbling.iter().find(|&&w| lag % w != 0) {
                 return invalid(
                     "features.lags",
-                    format!("lag {} is not a multiple of the tumbling width {}", format_duration(lag), format_duration(*w)),
+                    format!(
+                        "lag {} is not a multiple of the tumbling width {}",
+                        format_duration(lag),
+                        format_duration(*w)
+                    ),
                 );
             }
         }
@@ -166,14 +167,14 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_their_field() {
-        let mut s = FeatureSettings::default();
-        s.lags = vec![90 * SECOND];
+        let s = FeatureSettings { lags: vec![90 * SECOND], ..FeatureSettings::default() };
         assert!(matches!(s.validate(), Err(Error::InvalidSetting { field: "features.lags", .. })));
-        let mut s = FeatureSettings::default();
-        s.sliding = vec![SlidingSpec { width: 25 * MINUTE, slide: 10 * MINUTE }];
+        let s = FeatureSettings {
+            sliding: vec![SlidingSpec { width: 25 * MINUTE, slide: 10 * MINUTE }],
+            ..FeatureSettings::default()
+        };
         assert!(matches!(s.validate(), Err(Error::InvalidSetting { field: "features.sliding", .. })));
-        let mut s = FeatureSettings::default();
-        s.tumbling = vec![1500];
+        let s = FeatureSettings { tumbling: vec![1500], ..FeatureSettings::default() };
         assert!(matches!(s.validate(), Err(Error::InvalidSetting { field: "features.tumbling", .. })));
     }
 }

@@ -36,13 +36,7 @@ pub struct PaneAgg {
 impl PaneAgg {
     /// The aggregate of one sample.
     pub fn of(value: f64, pod: u64) -> Self {
-        PaneAgg {
-            count: 1,
-            sum_fixed: to_fixed(value),
-            min: value,
-            max: value,
-            pods: vec![pod],
-        }
+        PaneAgg { count: 1, sum_fixed: to_fixed(value), min: value, max: value, pods: vec![pod] }
     }
 
     /// Adds one sample.

@@ -23,16 +23,16 @@
 //! Alongside rows, the operator emits the updates of a differential
 //! collection of window means for the lag join ([`super::lags`]).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::cell::Cell;
 
 use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::StreamVec;
 
 use super::FeatureSettings;
 use super::pane::{Accumulator, PaneAgg, Partial};
@@ -87,15 +87,21 @@ impl Spec {
 
 /// Per-series state.
 struct SeriesState {
+    series: Series,
     /// Pane start → aggregate, for panes some unfinished window needs.
     panes: BTreeMap<Millis, PaneAgg>,
-    /// Window ends whose deadline has been registered.
-    registered: BTreeSet<Millis>,
     /// (spec, end) → the next revision number, for emitted windows.
     revisions: BTreeMap<(usize, Millis), u32>,
     /// (spec, end) → bits of the mean last inserted into the means
     /// collection, so a correction can retract it.
     means: BTreeMap<(usize, Millis), u64>,
+}
+
+impl SeriesState {
+    /// Whether some pane of the window `[start, end)` has data.
+    fn has_data(&self, start: Millis, end: Millis) -> bool {
+        self.panes.range(start..end).next().is_some()
+    }
 }
 
 struct State {
@@ -114,15 +120,20 @@ struct State {
     /// lag row can still need them then, so when exactly they go does not
     /// change any row.
     expiries: BTreeMap<Millis, Vec<(MeanKey, u64)>>,
-    series: FxHashMap<Series, SeriesState>,
-    /// Timestamp → series whose windows ending at the given end are due.
-    deadlines: BTreeMap<Millis, Vec<(Series, Millis)>>,
+    /// Series → its slot in `slots`: the hot path refers to series by slot.
+    index: FxHashMap<Series, usize>,
+    slots: Vec<Option<SeriesState>>,
+    free: Vec<usize>,
+    /// (timestamp, window end): windows ending at `end` become due at the
+    /// timestamp, `end - lateness` (0 for the first windows of time).
+    deadlines: BTreeSet<(Millis, Millis)>,
     /// Buffered input by timestamp.
     inputs: BTreeMap<Millis, Vec<Partial>>,
     /// A capability for every buffered input and deadline timestamp.
     caps: BTreeMap<Millis, Capability<Millis>>,
-    /// Windows to (re-)emit at the timestamp being processed.
-    dirty: Vec<(Series, usize, Millis)>,
+    /// Windows to (re-)emit at the timestamp being processed: (slot,
+    /// spec, end).
+    dirty: Vec<(usize, usize, Millis)>,
     /// Scratch space for window aggregates, reused across windows.
     scratch: Accumulator,
     steps: Vec<Accumulator>,
@@ -143,15 +154,36 @@ fn ends_for_pane(specs: &[Spec], ps: Millis) -> impl Iterator<Item = (usize, Mil
 }
 
 impl State {
+    fn slot(&mut self, series: Series) -> usize {
+        if let Some(&slot) = self.index.get(&series) {
+            return slot;
+        }
+        let state = SeriesState {
+            series: series.clone(),
+            panes: BTreeMap::new(),
+            revisions: BTreeMap::new(),
+            means: BTreeMap::new(),
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(state);
+                slot
+            }
+            None => {
+                self.slots.push(Some(state));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(series, slot);
+        slot
+    }
+
     fn apply(&mut self, now: Millis, partial: Partial) {
         let Partial { series, pane_start, agg } = partial;
         let lateness = self.lateness;
-        let state = self.series.entry(series.clone()).or_insert_with(|| SeriesState {
-            panes: BTreeMap::new(),
-            registered: BTreeSet::new(),
-            revisions: BTreeMap::new(),
-            means: BTreeMap::new(),
-        });
+        let slot = self.slot(series);
+        // The slot was just looked up or filled.
+        let Some(state) = self.slots[slot].as_mut() else { return };
         let created = match state.panes.get_mut(&pane_start) {
             Some(pane) => {
                 pane.merge(&agg);
@@ -162,24 +194,23 @@ impl State {
                 true
             }
         };
+        // In-order data merges into a pane none of whose windows is due:
+        // then there is nothing else to do.
+        let first_end = self.specs.iter().map(|s| (pane_start / s.step() + 1) * s.step()).min().unwrap_or(0);
+        if !created && first_end.saturating_sub(lateness) > now {
+            return;
+        }
         let mut corrected = false;
-        let ends = ends_for_pane(&self.specs, pane_start);
-        let Some(state) = self.series.get_mut(&series) else {
-            return; // Inserted above.
-        };
-        for (spec, end) in ends {
+        for (spec, end) in ends_for_pane(&self.specs, pane_start) {
             let due_at = end.saturating_sub(lateness);
             if due_at <= now {
                 corrected |= state.revisions.contains_key(&(spec, end));
-                self.dirty.push((series.clone(), spec, end));
-            } else if created && state.registered.insert(end) {
-                self.deadlines.entry(due_at).or_default().push((series.clone(), end));
-                if !self.caps.contains_key(&due_at) {
-                    // A capability for `now` exists while `now` is processed.
-                    if let Some(cap) = self.caps.get(&now) {
-                        let delayed = cap.delayed(&due_at);
-                        self.caps.insert(due_at, delayed);
-                    }
+                self.dirty.push((slot, spec, end));
+            } else if created && self.deadlines.insert((due_at, end)) {
+                // A capability for `now` exists while `now` is processed.
+                if let Some(cap) = self.caps.get(&now) {
+                    let delayed = cap.delayed(&due_at);
+                    self.caps.entry(due_at).or_insert(delayed);
                 }
             }
         }
@@ -189,11 +220,20 @@ impl State {
         }
     }
 
-    fn deadline(&mut self, due: Vec<(Series, Millis)>) {
-        for (series, end) in due {
+    /// Windows ending at `end` become due: every series with data in one.
+    fn deadline(&mut self, end: Millis) {
+        let oldest = end.saturating_sub(self.max_width);
+        for (slot, state) in self.slots.iter().enumerate() {
+            let Some(state) = state else { continue };
+            let (Some(first), Some(last)) = (state.panes.keys().next(), state.panes.keys().next_back()) else {
+                continue;
+            };
+            if *first >= end || *last < oldest {
+                continue;
+            }
             for (i, spec) in self.specs.iter().enumerate() {
-                if end % spec.step() == 0 {
-                    self.dirty.push((series.clone(), i, end));
+                if end.is_multiple_of(spec.step()) && state.has_data(end.saturating_sub(spec.width()), end) {
+                    self.dirty.push((slot, i, end));
                 }
             }
         }
@@ -202,10 +242,11 @@ impl State {
     /// Emits every dirty window with data, at `now`.
     fn emit(&mut self, now: Millis, out: &mut Vec<WindowOutput>) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
-        dirty.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2);
-        for (series, spec_index, end) in dirty.drain(..) {
-            let Some(state) = self.series.get_mut(&series) else { continue };
+        dirty.sort_unstable();
+        dirty.dedup();
+        for (slot, spec_index, end) in dirty.drain(..) {
+            let Some(state) = self.slots.get_mut(slot).and_then(Option::as_mut) else { continue };
+            let series = &state.series;
             let spec = self.specs[spec_index];
             let start = end.saturating_sub(spec.width());
             let acc = &mut self.scratch;
@@ -303,22 +344,22 @@ impl State {
         }
         self.released_to = frontier;
         let keep_panes_from = frontier.saturating_sub(self.max_width);
-        let (specs, expiries, retention) = (&self.specs, &mut self.expiries, self.mean_retention);
-        self.series.retain(|series, s| {
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some(s) = entry else { continue };
             s.panes = s.panes.split_off(&keep_panes_from);
-            s.registered = s.registered.split_off(&frontier.saturating_add(1));
             s.revisions.retain(|&(_, end), _| end > frontier);
-            let (keep, done): (BTreeMap<_, _>, BTreeMap<_, _>) =
-                std::mem::take(&mut s.means).into_iter().partition(|&((_, end), _)| end > frontier);
-            s.means = keep;
-            for ((spec, end), mean) in done {
-                if let Some(Spec::Tumbling { width }) = specs.get(spec) {
-                    let key = (series.clone(), *width, end);
-                    expiries.entry(end + retention).or_default().push((key, mean));
+            for ((spec, end), mean) in s.means.extract_if(.., |&(_, end), _| end <= frontier) {
+                if let Some(Spec::Tumbling { width }) = self.specs.get(spec) {
+                    let key = (s.series.clone(), *width, end);
+                    self.expiries.entry(end + self.mean_retention).or_default().push((key, mean));
                 }
             }
-            !(s.panes.is_empty() && s.registered.is_empty() && s.revisions.is_empty())
-        });
+            if s.panes.is_empty() && s.revisions.is_empty() && s.means.is_empty() {
+                self.index.remove(&s.series);
+                *entry = None;
+                self.free.push(slot);
+            }
+        }
     }
 }
 
@@ -382,8 +423,10 @@ pub fn windows<'scope>(
         max_width,
         mean_retention: settings.mean_retention(),
         expiries: BTreeMap::new(),
-        series: FxHashMap::default(),
-        deadlines: BTreeMap::new(),
+        index: FxHashMap::default(),
+        slots: Vec::new(),
+        free: Vec::new(),
+        deadlines: BTreeSet::new(),
         inputs: BTreeMap::new(),
         caps: BTreeMap::new(),
         dirty: Vec::new(),
@@ -413,7 +456,7 @@ pub fn windows<'scope>(
                 let passed = |t: Millis| limit.is_none_or(|f| t < f);
                 loop {
                     let next_input = state.inputs.keys().next().copied();
-                    let next_deadline = state.deadlines.keys().next().copied();
+                    let next_deadline = state.deadlines.first().map(|&(due, _)| due);
                     let Some(now) = [next_input, next_deadline].into_iter().flatten().min() else { break };
                     if !passed(now) {
                         break;
@@ -424,8 +467,12 @@ pub fn windows<'scope>(
                         }
                     }
                     if next_deadline == Some(now) {
-                        let due = state.deadlines.remove(&now).unwrap_or_default();
-                        state.deadline(due);
+                        while let Some(&(due, end)) = state.deadlines.first()
+                            && due == now
+                        {
+                            state.deadlines.pop_first();
+                            state.deadline(end);
+                        }
                     }
                     state.emit(now, &mut out);
                     state.expire(now, &mut out);
