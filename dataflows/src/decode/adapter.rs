@@ -293,7 +293,12 @@ fn sample(f: &Fields<'_>, options: &DecodeOptions, interner: &mut Interner, ctx:
     };
     let value = validate(value, options, ctx)?;
     let namespace = f.namespace.filter(|n| !n.is_empty()).unwrap_or(&options.namespace);
-    Ok(Sample { time, series: interner.series(namespace, deployment, metric), pod: pod_id(pod.unwrap_or(deployment)), value })
+    Ok(Sample {
+        time,
+        series: interner.series(namespace, deployment, metric),
+        pod: pod_id(pod.unwrap_or(deployment)),
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -384,7 +389,17 @@ mod tests {
         let view = |f: &Fields<'_>| {
             format!(
                 "{:?}",
-                (f.timestamp, f.value.map(|v| v.map(f64::to_bits)), f.name, f.namespace, f.pod, f.deployment, f.app, f.app_name, f.metric)
+                (
+                    f.timestamp,
+                    f.value.map(|v| v.map(f64::to_bits)),
+                    f.name,
+                    f.namespace,
+                    f.pod,
+                    f.deployment,
+                    f.app,
+                    f.app_name,
+                    f.metric
+                )
             )
         };
         let mut answered = 0;

@@ -2,7 +2,7 @@
 //! earlier, as a differential dataflow join.
 //!
 //! The window operator maintains a collection of window means keyed by
-//! (series, width, end). A correction of a window retracts its old mean and
+//! (end, width, series). A correction of a window retracts its old mean and
 //! inserts the new one, and a mean leaves the collection once no window can
 //! still ask for it (its end plus the largest lag, width and lateness). The
 //! lag of a window is then a join of that collection with itself shifted
@@ -27,17 +27,17 @@ pub fn lags<'scope>(
 ) -> StreamVec<'scope, Millis, FeatureRow> {
     let means = means.as_collection();
     let current = means.clone().map(|(key, _mean)| (key, ()));
-    let shifted = means.flat_map(move |((series, width, end), mean)| {
+    let shifted = means.flat_map(move |((end, width, series), mean)| {
         lags.iter()
             .filter(move |&&lag| lag % width == 0)
-            .map(move |&lag| ((series.clone(), width, end + lag), (lag, mean)))
+            .map(move |&lag| ((end + lag, width, series.clone()), (lag, mean)))
             .collect::<Vec<_>>()
     });
     current
-        .join_map(shifted, |(series, width, end), (), &(lag, mean)| ((series.clone(), *width, *end, lag), mean))
+        .join_map(shifted, |(end, width, series), (), &(lag, mean)| ((*end, *width, lag, series.clone()), mean))
         .consolidate()
         .inner
-        .flat_map(|(((series, width, end, lag), mean), _time, diff)| {
+        .flat_map(|(((end, width, lag, series), mean), _time, diff)| {
             // A retraction is either expiry or the first half of a
             // correction whose new value arrives as an insertion.
             (diff > 0).then(|| {

@@ -40,8 +40,10 @@ use super::rows::{FeatureRow, SlidingRow, TumblingRow};
 use crate::record::Series;
 use crate::time::{MINUTE, Millis, day_of_week, hour_of_day};
 
-/// Key of the window-means collection: (series, width, window end).
-pub type MeanKey = (Series, Millis, Millis);
+/// Key of the window-means collection: (window end, width, series). The
+/// integers come first so that sorting, which differential does a lot of,
+/// rarely needs to compare series.
+pub type MeanKey = (Millis, Millis, Series);
 
 /// An update of the window-means collection: ((key, mean bits), time, diff).
 pub type MeanUpdate = ((MeanKey, u64), Millis, isize);
@@ -180,6 +182,7 @@ impl State {
 
     fn apply(&mut self, now: Millis, partial: Partial) {
         let Partial { series, pane_start, agg } = partial;
+        let count = agg.count;
         let lateness = self.lateness;
         let slot = self.slot(series);
         // The slot was just looked up or filled.
@@ -190,7 +193,7 @@ impl State {
                 false
             }
             None => {
-                state.panes.insert(pane_start, agg.clone());
+                state.panes.insert(pane_start, agg);
                 true
             }
         };
@@ -216,7 +219,7 @@ impl State {
         }
         if corrected {
             let c = &self.counters.corrected_records;
-            c.set(c.get() + agg.count);
+            c.set(c.get() + count);
         }
     }
 
@@ -294,7 +297,7 @@ impl State {
                         hour_of_day: hour_of_day(start),
                         day_of_week: day_of_week(start),
                     };
-                    let key = (series.clone(), width, end);
+                    let key = (end, width, series.clone());
                     let mean = row.avg.to_bits();
                     out.push(WindowOutput::Mean(((key.clone(), mean), now, 1)));
                     if this_revision > 0 {
@@ -350,7 +353,7 @@ impl State {
             s.revisions.retain(|&(_, end), _| end > frontier);
             for ((spec, end), mean) in s.means.extract_if(.., |&(_, end), _| end <= frontier) {
                 if let Some(Spec::Tumbling { width }) = self.specs.get(spec) {
-                    let key = (s.series.clone(), *width, end);
+                    let key = (end, *width, s.series.clone());
                     self.expiries.entry(end + self.mean_retention).or_default().push((key, mean));
                 }
             }
