@@ -109,3 +109,19 @@ fn invalid_settings_exit_2_and_name_the_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster.workers"));
 }
+
+#[test]
+fn a_paced_replay_follows_event_time() {
+    // Ten minutes of event time at 600x take about a second.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("trace.csv");
+    let text: String = (0..=600).map(|i| format!("{},web,1\n", 1_767_225_600 + i)).collect();
+    std::fs::write(&input, text).unwrap();
+    let started = std::time::Instant::now();
+    run_ok(&["run", "--source", &format!("replay:{}", input.display()), "--speedup", "600"]);
+    let took = started.elapsed().as_secs_f64();
+    assert!((0.9..10.0).contains(&took), "paced replay took {took:.2}s");
+    let started = std::time::Instant::now();
+    run_ok(&["run", "--source", &format!("replay:{}", input.display())]);
+    assert!(started.elapsed().as_secs_f64() < 0.9, "an unpaced replay is not held back");
+}

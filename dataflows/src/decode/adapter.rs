@@ -152,6 +152,20 @@ impl<'a> Scanner<'a> {
         (self.peek()? == b).then(|| self.pos += 1)
     }
 
+    /// After an object member: `Some(true)` past a comma (another member
+    /// follows), `Some(false)` before the closing brace, `None` otherwise.
+    fn more(&mut self) -> Option<bool> {
+        self.skip_ws();
+        match self.peek()? {
+            b',' => {
+                self.pos += 1;
+                Some(true)
+            }
+            b'}' => Some(false),
+            _ => None,
+        }
+    }
+
     /// A string without escapes or control characters, borrowed.
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
@@ -219,11 +233,8 @@ fn scan(line: &str) -> Option<Fields<'_>> {
                                 return None; // A repeated label: let serde decide.
                             }
                             *slot = Some(value);
-                            s.skip_ws();
-                            match s.peek()? {
-                                b',' => s.pos += 1,
-                                b'}' => break,
-                                _ => return None,
+                            if !s.more()? {
+                                break;
                             }
                         }
                     }
@@ -234,11 +245,8 @@ fn scan(line: &str) -> Option<Fields<'_>> {
                     s.string()?;
                 }
             }
-            s.skip_ws();
-            match s.peek()? {
-                b',' => s.pos += 1,
-                b'}' => break,
-                _ => return None,
+            if !s.more()? {
+                break;
             }
         }
     }
