@@ -11,7 +11,9 @@
 //! 3. [`ingest`]: the entry into the dataflow, which pre-aggregates samples
 //!    into per-pane partials before they are exchanged between workers;
 //! 4. [`features`]: tumbling and sliding windows, lagged values and calendar
-//!    features per (namespace, deployment, metric).
+//!    features per (namespace, deployment, metric);
+//! 5. [`forecast`]: online forecasting models, their prediction intervals,
+//!    per-series model selection and rolling-origin evaluation.
 //!
 //! Nothing here does I/O: no tokio, kube or rdkafka. The host crate
 //! (`prescale`) reads sources, drives the timely workers and writes sinks.
@@ -22,6 +24,7 @@ pub mod decode;
 pub mod error;
 pub mod event_time;
 pub mod features;
+pub mod forecast;
 pub mod ingest;
 pub mod record;
 pub mod time;

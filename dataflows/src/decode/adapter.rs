@@ -262,7 +262,7 @@ pub(crate) fn decode(
     ctx: &Ctx<'_>,
     out: &mut impl FnMut(Result<Sample, Rejected>),
 ) {
-    if line.trim().is_empty() {
+    if line.bytes().all(|b| b.is_ascii_whitespace()) {
         return;
     }
     let parsed: Line<'_>;

@@ -31,7 +31,7 @@ pub(crate) fn decode(
     ctx: &Ctx<'_>,
     out: &mut impl FnMut(Result<Sample, Rejected>),
 ) {
-    if line.trim().is_empty() {
+    if line.bytes().all(|b| b.is_ascii_whitespace()) {
         return;
     }
     let parsed: Line<'_> = match serde_json::from_str(line) {
