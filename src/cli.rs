@@ -23,6 +23,33 @@ pub enum Command {
     /// Run the pipeline. With no arguments: the built-in generator for one
     /// simulated week, then a summary.
     Run(RunArgs),
+    /// Rolling-origin forecast accuracy of every model and of the selection
+    /// on a trace: MASE, sMAPE and 90% interval coverage.
+    ForecastEval(ForecastEvalArgs),
+}
+
+/// Flags of `prescale forecast-eval`.
+#[derive(Debug, Args)]
+pub struct ForecastEvalArgs {
+    /// The trace (CSV or JSON lines).
+    #[arg(long, value_name = "PATH")]
+    pub trace: PathBuf,
+    /// Only this series.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// Grid step the series is evaluated at.
+    #[arg(long, default_value = "5m")]
+    pub step: String,
+    /// Decision horizon: reported besides 1 step, 30 min and 1 h, and the
+    /// horizon models are ranked on.
+    #[arg(long, default_value = "30m")]
+    pub horizon: String,
+    /// Forecast origins per series, over its second half.
+    #[arg(long, default_value_t = 100)]
+    pub origins: usize,
+    /// Print one JSON array of rows instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `prescale run`; each overrides the same field of `--config`.
@@ -40,6 +67,9 @@ pub struct RunArgs {
     /// Write every feature row as a JSON line to PATH.
     #[arg(long, value_name = "PATH")]
     pub features: Option<PathBuf>,
+    /// Write every forecast as a JSON line to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub forecasts: Option<PathBuf>,
     /// Write every rejected record as a JSON line to PATH.
     #[arg(long, value_name = "PATH")]
     pub dead_letter: Option<PathBuf>,
@@ -89,6 +119,9 @@ impl RunArgs {
         set(&mut c.generator.duration, &self.duration);
         if self.features.is_some() {
             c.sink.features.clone_from(&self.features);
+        }
+        if self.forecasts.is_some() {
+            c.sink.forecasts.clone_from(&self.forecasts);
         }
         if self.dead_letter.is_some() {
             c.sink.dead_letter.clone_from(&self.dead_letter);

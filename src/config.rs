@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use prescale_dataflows::decode::{DecodeOptions, Format};
 use prescale_dataflows::event_time::EventTimeSettings;
 use prescale_dataflows::features::{FeatureSettings, SlidingSpec};
+use prescale_dataflows::forecast::stage::{ForecastSettings, Signal};
 use prescale_dataflows::time::{Millis, parse_datetime, parse_duration};
 use serde::Deserialize;
 
@@ -47,6 +48,8 @@ pub struct JobConfig {
     pub event_time: EventTimeConfig,
     /// Which features are computed.
     pub features: FeaturesConfig,
+    /// The forecast stage.
+    pub forecast: ForecastConfig,
     /// Where outputs go.
     pub sink: SinkConfig,
     /// The timely cluster.
@@ -126,6 +129,24 @@ pub struct FeaturesConfig {
     pub lags: Option<Vec<String>>,
 }
 
+/// `[forecast]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastConfig {
+    /// Width of the tumbling windows forecast, one of `features.tumbling`
+    /// (default `5m`).
+    pub step: Option<String>,
+    /// How far ahead (default `30m`).
+    pub horizon: Option<String>,
+    /// Prediction interval level (default 0.9).
+    pub level: Option<f64>,
+    /// Event time between model refits (default `1h`).
+    pub refit_every: Option<String>,
+    /// `total` (default: window mean × pods, the deployment's load) or
+    /// `avg` (the per-pod mean).
+    pub signal: Option<Signal>,
+}
+
 /// One sliding window.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +165,8 @@ pub struct SinkConfig {
     pub uri: Option<String>,
     /// Write every feature row as a JSON line to this file.
     pub features: Option<PathBuf>,
+    /// Write every forecast as a JSON line to this file.
+    pub forecasts: Option<PathBuf>,
     /// Write every rejected record as a JSON line to this file.
     pub dead_letter: Option<PathBuf>,
     /// Write the job summary as one JSON object to this file.
@@ -232,10 +255,14 @@ pub struct Settings {
     pub event_time: EventTimeSettings,
     /// Features.
     pub features: FeatureSettings,
+    /// Forecasts.
+    pub forecast: ForecastSettings,
     /// The sink of the last stage.
     pub sink: SinkSettings,
     /// Feature rows file.
     pub features_path: Option<PathBuf>,
+    /// Forecasts file.
+    pub forecasts_path: Option<PathBuf>,
     /// Dead-letter file.
     pub dead_letter_path: Option<PathBuf>,
     /// Summary JSON file.
@@ -296,6 +323,16 @@ impl Settings {
         }
         .validate()?;
 
+        let fc = &config.forecast;
+        let forecast = ForecastSettings {
+            step: duration("forecast.step", fc.step.as_deref(), "5m")?,
+            horizon: duration("forecast.horizon", fc.horizon.as_deref(), "30m")?,
+            level: fc.level.unwrap_or(0.9),
+            refit_every: duration("forecast.refit_every", fc.refit_every.as_deref(), "1h")?,
+            signal: fc.signal.unwrap_or(Signal::Total),
+        }
+        .validate(&features.tumbling)?;
+
         let d = &config.decode;
         let max_value = d.max_value.unwrap_or(1e15);
         if !(max_value.is_finite() && max_value > 0.0 && max_value <= 1e18) {
@@ -337,8 +374,10 @@ impl Settings {
             decode,
             event_time,
             features,
+            forecast,
             sink,
             features_path: config.sink.features.clone(),
+            forecasts_path: config.sink.forecasts.clone(),
             dead_letter_path: config.sink.dead_letter.clone(),
             summary_json: config.sink.summary_json.clone(),
             cluster: cluster_settings(&config.cluster)?,

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prescale_dataflows::features::{self, FeatureRow, WindowCounters};
+use prescale_dataflows::forecast::stage;
 use prescale_dataflows::ingest::{self, Ingest};
 use prescale_dataflows::time::{MINUTE, Millis};
 use timely::CommunicationConfig;
 use timely::dataflow::operators::core::{Exchange, Inspect, Probe};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::config::{ClusterSettings, Settings, SinkSettings, SourceSettings};
@@ -113,9 +114,33 @@ impl LineFile {
     }
 }
 
+/// Writes a stream as JSON lines, once: when `enabled`, every worker
+/// serializes its part and sends it to worker 0, which alone holds `files`.
+fn write_lines<'scope, D: serde::Serialize + 'static>(
+    stream: StreamVec<'scope, Millis, D>,
+    enabled: bool,
+    files: Vec<SharedFile>,
+    probe: &ProbeHandle<Millis>,
+) {
+    if !enabled {
+        stream.probe_with(probe);
+        return;
+    }
+    stream
+        .flat_map(|row| serde_json::to_string(&row).ok())
+        .exchange(|_| 0)
+        .inspect(move |line: &String| {
+            for f in &files {
+                f.borrow_mut().write_line(line);
+            }
+        })
+        .probe_with(probe);
+}
+
 /// Per-worker counts of rows, updated as rows pass.
 #[derive(Default)]
 struct RowCounts {
+    forecasts: Cell<u64>,
     tumbling: Cell<u64>,
     sliding: Cell<u64>,
     corrections: Cell<u64>,
@@ -151,10 +176,12 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         SinkSettings::Jsonl(p) => Some(p),
         SinkSettings::Stdout => None,
     };
-    let row_files: Vec<SharedFile> =
-        [open(settings.features_path.as_ref())?, open(sink_path)?].into_iter().flatten().collect();
-    let dead_letter = open(settings.dead_letter_path.as_ref())?;
-    let write_rows = settings.features_path.is_some() || sink_path.is_some();
+    let feature_files: Vec<SharedFile> = open(settings.features_path.as_ref())?.into_iter().collect();
+    let forecast_files: Vec<SharedFile> =
+        [open(settings.forecasts_path.as_ref())?, open(sink_path)?].into_iter().flatten().collect();
+    let dead_letter: Vec<SharedFile> = open(settings.dead_letter_path.as_ref())?.into_iter().collect();
+    let write_features = settings.features_path.is_some();
+    let write_forecasts = settings.forecasts_path.is_some() || sink_path.is_some();
     let write_rejected = settings.dead_letter_path.is_some();
 
     let counters = WindowCounters::default();
@@ -165,31 +192,12 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         let counts = Rc::clone(&row_counts);
         let rows =
             features::features(partials, &settings.features, counters.clone()).inspect(move |row| counts.count(row));
-        if write_rows {
-            rows.clone()
-                .flat_map(|row| serde_json::to_string(&row).ok())
-                .exchange(|_| 0)
-                .inspect(move |line: &String| {
-                    for f in &row_files {
-                        f.borrow_mut().write_line(line);
-                    }
-                })
-                .probe_with(&probe);
-        }
-        rows.probe_with(&probe);
-        if write_rejected {
-            rejected
-                .flat_map(|r| serde_json::to_string(&r).ok())
-                .exchange(|_| 0)
-                .inspect(move |line: &String| {
-                    if let Some(f) = &dead_letter {
-                        f.borrow_mut().write_line(line);
-                    }
-                })
-                .probe_with(&probe);
-        } else {
-            rejected.probe_with(&probe);
-        }
+        let counts = Rc::clone(&row_counts);
+        let forecasts = stage::forecasts(rows.clone(), &settings.forecast)
+            .inspect(move |_| counts.forecasts.set(counts.forecasts.get() + 1));
+        write_lines(rows, write_features, feature_files, &probe);
+        write_lines(forecasts, write_forecasts, forecast_files, &probe);
+        write_lines(rejected, write_rejected, dead_letter, &probe);
         inputs
     });
     let mut ingest = Ingest::new(inputs, settings.features.pane());
@@ -215,6 +223,7 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     stats.sliding_windows = row_counts.sliding.get();
     stats.corrections = row_counts.corrections.get();
     stats.lag_rows = row_counts.lags.get();
+    stats.forecasts = row_counts.forecasts.get();
     stats.corrected_records = counters.corrected_records.get();
     let totals = Rc::new(RefCell::new(WorkerStats::default()));
     let mut stats_input = InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<WorkerStats>>>::new();

@@ -6,11 +6,14 @@
 //! - [`source`]: the built-in workload generator and trace replay, which
 //!   feed each timely worker its share of the partitions;
 //! - [`job`]: the timely cluster, the dataflow on every worker, the writers
-//!   and the [`summary`].
+//!   and the [`summary`];
+//! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
+//!   on a recorded trace.
 
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod forecast_eval;
 pub mod job;
 pub mod source;
 pub mod summary;

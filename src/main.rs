@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use prescale::cli::{Cli, Command};
 use prescale::config::{Settings, SinkSettings};
+use prescale::forecast_eval::{self, EvalSettings};
 use prescale::{Error, job};
 
 fn main() -> ExitCode {
@@ -34,6 +35,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     eprintln!("{summary}");
                 }
+            }
+            Ok(())
+        }
+        Command::ForecastEval(args) => {
+            let settings = EvalSettings::new(args.trace, args.series, &args.step, &args.horizon, args.origins)?;
+            let rows = forecast_eval::run(&settings)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", forecast_eval::table(&rows, (settings.horizon / 60_000) as f64));
             }
             Ok(())
         }

@@ -30,6 +30,8 @@ pub struct WorkerStats {
     pub lag_rows: u64,
     /// Records that arrived after a window they belong to was emitted.
     pub corrected_records: u64,
+    /// Forecasts emitted.
+    pub forecasts: u64,
 }
 
 impl WorkerStats {
@@ -52,6 +54,7 @@ impl WorkerStats {
         self.corrections += other.corrections;
         self.lag_rows += other.lag_rows;
         self.corrected_records += other.corrected_records;
+        self.forecasts += other.forecasts;
     }
 }
 
@@ -80,6 +83,9 @@ pub struct Summary {
     pub corrected_records: u64,
     /// Lag rows emitted.
     pub lag_rows: u64,
+    /// Forecasts emitted (one per series each time a window of the forecast
+    /// step closes).
+    pub forecasts: u64,
     /// Wall-clock time of the job.
     pub elapsed_seconds: f64,
     /// records_in / elapsed_seconds.
@@ -106,6 +112,7 @@ impl Summary {
             corrections: totals.corrections,
             corrected_records: totals.corrected_records,
             lag_rows: totals.lag_rows,
+            forecasts: totals.forecasts,
             elapsed_seconds,
             records_per_second: if elapsed_seconds > 0.0 { records_in as f64 / elapsed_seconds } else { 0.0 },
         }
@@ -131,6 +138,7 @@ impl fmt::Display for Summary {
             self.corrections, self.corrected_records
         )?;
         writeln!(f, "  lag rows          {:>14}", self.lag_rows)?;
+        writeln!(f, "  forecasts         {:>14}", self.forecasts)?;
         writeln!(f, "  elapsed           {:>13.2}s", self.elapsed_seconds)?;
         write!(f, "  records/second    {:>14.0}", self.records_per_second)
     }

@@ -11,6 +11,11 @@ use crate::record::Series;
 use crate::time::Millis;
 
 /// One feature row.
+///
+/// Its serde form is for JSON output (an internally tagged enum with
+/// flattened series fields), which bincode cannot read back: rows must not
+/// be exchanged between timely processes as they are. They stay on the
+/// worker that owns their series, and leave as JSON text.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FeatureRow {

@@ -91,6 +91,7 @@ pub mod metrics;
 pub mod mstl;
 pub mod seasonal_naive;
 pub mod selection;
+pub mod stage;
 #[cfg(test)]
 pub(crate) mod testing;
 

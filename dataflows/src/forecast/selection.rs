@@ -101,6 +101,13 @@ pub struct EnsembleConfig {
     pub min_scored: usize,
     /// Steps between refits of every candidate (default: one hour).
     pub refit_every: usize,
+    /// MSTL and Holt–Winters refit at every this many scheduled refits
+    /// (default 6: every six hours with hourly refits) and are updated in
+    /// between. Their parameters and seasonal shapes change slowly, and
+    /// their fits (AutoETS, Nelder–Mead) are the costliest by far, so this
+    /// keeps the stage's refit work small for many series; the naive
+    /// models, which cost nothing, refit on every schedule.
+    pub slow_refit_every: usize,
     /// Values retained for refits (default: five weeks).
     pub max_history: usize,
     /// Rescale every candidate's intervals with its own recent
@@ -132,6 +139,7 @@ impl EnsembleConfig {
             error_window: seasons.day,
             min_scored: (seasons.day / 4).max(1),
             refit_every: hour,
+            slow_refit_every: 6,
             max_history: 5 * seasons.week,
             calibrate: true,
             reference_level: 0.9,
@@ -153,6 +161,7 @@ impl EnsembleConfig {
             ("error_window", self.error_window),
             ("min_scored", self.min_scored),
             ("refit_every", self.refit_every),
+            ("slow_refit_every", self.slow_refit_every),
             ("naive.error_window", self.naive.error_window),
             ("naive.max_horizon", self.naive.max_horizon),
             ("holt_winters.variance_window", self.holt_winters.variance_window),
@@ -261,6 +270,8 @@ pub struct Ensemble {
     /// Values pushed so far (the index of the next value).
     seen: u64,
     since_refit: usize,
+    /// Scheduled refits so far.
+    refits: u64,
     scale_sum: f64,
     scale_count: usize,
     /// Leads whose errors feed the calibrators.
@@ -308,6 +319,7 @@ impl Ensemble {
             candidates,
             seen: 0,
             since_refit: 0,
+            refits: 0,
             scale_sum: 0.0,
             scale_count: 0,
         })
@@ -337,11 +349,38 @@ impl Ensemble {
         self.retain(value);
         self.since_refit += 1;
         if self.since_refit >= self.config.refit_every {
-            self.refit_all();
+            self.scheduled_refit(value);
         } else {
             self.update_all(value);
         }
         self.forecast_for_scoring(index);
+    }
+
+    /// Shifts the refit schedule by `phase` steps. The dataflow gives every
+    /// series its own phase (from its stable hash) so that thousands of
+    /// series started together do not all refit at the same step.
+    pub fn stagger_refits(&mut self, phase: usize) {
+        self.since_refit = phase % self.config.refit_every.max(1);
+    }
+
+    /// The refit the schedule asks for: every candidate, except a fitted
+    /// slow model between its own, less frequent refits, which is updated.
+    fn scheduled_refit(&mut self, value: f64) {
+        self.refits += 1;
+        let every = self.config.slow_refit_every.max(1) as u64;
+        let skip_slow = !self.refits.is_multiple_of(every);
+        self.since_refit = 0;
+        self.recompute_scale();
+        let history = self.history.make_contiguous();
+        for c in &mut self.candidates {
+            let slow = matches!(c.model.kind(), ModelKind::Mstl | ModelKind::HoltWinters);
+            if skip_slow && slow && c.model.is_fitted() {
+                c.model.update(value);
+                continue;
+            }
+            c.tried_since_refit = false;
+            c.last_error = c.model.fit(history).err();
+        }
     }
 
     /// Refits every candidate now on the retained history and restarts the
