@@ -37,7 +37,7 @@ fn models(seasons: &Seasons) -> Vec<Box<dyn Model>> {
     let naive = NaiveConfig::for_seasons(seasons);
     vec![
         Box::new(LastValue::for_seasons(seasons)),
-        Box::new(SeasonalNaive::day(seasons, naive.clone())),
+        Box::new(SeasonalNaive::day(seasons, naive)),
         Box::new(SeasonalNaive::week(seasons, naive)),
         Box::new(HoltWinters::new(seasons, HoltWintersConfig::for_seasons(seasons))),
         Box::new(Mstl::new(seasons, MstlConfig::for_seasons(seasons))),
