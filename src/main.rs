@@ -1,5 +1,6 @@
 //! The `prescale` binary: parses the command line and maps errors to exit
-//! codes (1: the job failed; 2: bad usage or configuration).
+//! codes (1: the job failed; 2: bad usage or configuration; 70: a bug, a
+//! panic anywhere in the process).
 
 use std::process::ExitCode;
 
@@ -10,6 +11,15 @@ use prescale::forecast_eval::{self, EvalSettings};
 use prescale::{Error, job};
 
 fn main() -> ExitCode {
+    // A panicking timely worker leaves its peers, in this process and in
+    // the others of a cluster, waiting forever for its progress. A panic is
+    // a bug: report it and end the process, so that the peers' connections
+    // drop and they end too, instead of the whole job hanging.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(70);
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
