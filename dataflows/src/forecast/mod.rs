@@ -61,6 +61,8 @@
 //! * [`selection`] — the per-series [`Ensemble`].
 //! * [`metrics`] — MASE, sMAPE and interval coverage.
 //! * [`eval`] — rolling-origin evaluation of every candidate and the ensemble.
+//! * [`stage`] — the forecast stage of the dataflow: an ensemble per series,
+//!   fed each time a window of the forecast step closes.
 //!
 //! # The "two seasons" rule
 //!
