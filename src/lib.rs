@@ -7,6 +7,8 @@
 //!   feed each timely worker its share of the partitions;
 //! - [`job`]: the timely cluster, the dataflow on every worker, the writers
 //!   and the [`summary`];
+//! - [`simulate`]: the simulated cluster, the HPA baseline and the oracle
+//!   that backtests compare prescale's decisions with;
 //! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
 //!   on a recorded trace.
 
@@ -15,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod forecast_eval;
 pub mod job;
+pub mod simulate;
 pub mod source;
 pub mod summary;
 
