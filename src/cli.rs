@@ -23,6 +23,10 @@ pub enum Command {
     /// Run the pipeline. With no arguments: the built-in generator for one
     /// simulated week, then a summary.
     Run(RunArgs),
+    /// Replay a trace through features → forecast → decide and compare
+    /// prescale with HPA, an oracle and a static peak on a simulated
+    /// cluster, at a common target and at equal service.
+    Backtest(BacktestArgs),
     /// Rolling-origin forecast accuracy of every model and of the selection
     /// on a trace: MASE, sMAPE and 90% interval coverage.
     ForecastEval(ForecastEvalArgs),
@@ -50,6 +54,90 @@ pub struct ForecastEvalArgs {
     /// Print one JSON array of rows instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `prescale backtest`.
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// The trace (CSV `timestamp,series,value` or JSON lines).
+    #[arg(long, value_name = "PATH")]
+    pub trace: PathBuf,
+    /// Only this series.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// Load one replica serves at 100% (default: per series, so that its
+    /// 99th-percentile load needs 20 replicas at the SLO utilisation).
+    #[arg(long)]
+    pub capacity: Option<f64>,
+    /// The common target utilisation of HPA and prescale (default 0.7).
+    #[arg(long, conflicts_with = "target_per_replica")]
+    pub target_utilization: Option<f64>,
+    /// The common target as load per replica (needs --capacity).
+    #[arg(long, requires = "capacity")]
+    pub target_per_replica: Option<f64>,
+    /// Pod start-up delay.
+    #[arg(long, default_value = "120s")]
+    pub startup: String,
+    /// Age of the metrics reactive policies see, and delay of prescale's
+    /// decisions.
+    #[arg(long, default_value = "60s")]
+    pub metric_delay: String,
+    /// Utilisation above which a minute counts as under-provisioned.
+    #[arg(long, default_value_t = 0.85)]
+    pub slo_utilization: f64,
+    /// Share of minutes allowed under-provisioned at equal service.
+    #[arg(long, default_value_t = 0.005)]
+    pub budget: f64,
+    /// Target utilisations swept for equal service: FROM:TO:STEP.
+    #[arg(long, default_value = "0.1:1.2:0.02")]
+    pub sweep: String,
+    /// Start of scoring (at most half the trace).
+    #[arg(long, default_value = "7d")]
+    pub warmup: String,
+    /// Timely worker threads.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    pub workers: usize,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an HTML report with plots to DIR/index.html.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+}
+
+impl BacktestArgs {
+    /// Validated backtest settings.
+    pub fn settings(&self) -> Result<crate::backtest::BacktestSettings> {
+        let mut s = crate::backtest::BacktestSettings::new(self.trace.clone());
+        let duration = |flag: &'static str, text: &str| {
+            prescale_dataflows::time::parse_duration(text)
+                .ok_or_else(|| Error::invalid(flag, format!("{text:?} is not a duration like 30s, 5m, 24h or 7d")))
+        };
+        s.series.clone_from(&self.series);
+        s.capacity = self.capacity;
+        if let Some(u) = self.target_utilization {
+            s.target_utilization = u;
+        }
+        if let (Some(x), Some(c)) = (self.target_per_replica, self.capacity) {
+            s.target_utilization = x / c;
+        }
+        s.startup = duration("--startup", &self.startup)?;
+        s.metric_delay = duration("--metric-delay", &self.metric_delay)?;
+        s.slo_utilization = self.slo_utilization;
+        s.budget = self.budget;
+        s.warmup = duration("--warmup", &self.warmup)?;
+        s.workers = self.workers;
+        let parts: Vec<f64> = self.sweep.split(':').filter_map(|p| p.trim().parse().ok()).collect();
+        let [from, to, step] = parts[..] else {
+            return Err(Error::invalid("--sweep", format!("{:?} is not FROM:TO:STEP", self.sweep)));
+        };
+        if !(from > 0.0 && to >= from && step > 0.0 && (to - from) / step <= 200.0) {
+            return Err(Error::invalid("--sweep", "needs 0 < FROM <= TO and at most 200 steps"));
+        }
+        let n = ((to - from) / step + 1e-9).floor() as usize;
+        s.sweep = (0..=n).map(|i| ((from + i as f64 * step) * 1e6).round() / 1e6).collect();
+        s.validate()
+    }
 }
 
 /// Flags of `prescale run`; each overrides the same field of `--config`.

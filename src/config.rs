@@ -412,7 +412,8 @@ impl Settings {
         }
         .validate(&features.tumbling)?;
 
-        let decide = decide_settings(&config.decide)?;
+        let mut decide = decide_settings(&config.decide)?;
+        decide.reactive_width = features.tumbling.iter().copied().filter(|w| *w < forecast.step).min();
 
         let d = &config.decode;
         let max_value = d.max_value.unwrap_or(1e15);
@@ -517,7 +518,7 @@ fn decide_settings(c: &DecideConfig) -> Result<DecideSettings> {
         fallback,
     }
     .validate("decide")?;
-    Ok(DecideSettings { default: c.default_scaler.unwrap_or(true).then_some(spec) })
+    Ok(DecideSettings { default: c.default_scaler.unwrap_or(true).then_some(spec), reactive_width: None })
 }
 
 fn generator_settings(g: &GeneratorConfig) -> Result<GeneratorSettings> {

@@ -235,7 +235,8 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         let forecasts = stage::forecasts(rows.clone(), &settings.forecast)
             .inspect(move |_| counts.forecasts.set(counts.forecasts.get() + 1));
         let counts = Rc::clone(&row_counts);
-        let decisions = decide::decisions(forecasts.clone(), specs.to_stream(scope), &settings.decide)
+        let readings = decide::readings(rows.clone(), settings.decide.reactive_width, settings.forecast.signal);
+        let decisions = decide::decisions(forecasts.clone(), readings, specs.to_stream(scope), &settings.decide)
             .inspect(move |_| counts.decisions.set(counts.decisions.get() + 1));
         write_lines(rows, write_features, feature_files, &probe);
         write_lines(forecasts, write_forecasts, forecast_files, &probe);
@@ -296,5 +297,19 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     };
     let workers = worker.peers();
     let totals = totals.borrow();
-    Ok(Some(Summary::new(source, workers, &totals, started.elapsed().as_secs_f64())))
+    let mut summary = Summary::new(source, workers, &totals, started.elapsed().as_secs_f64());
+    if let Some(spec) = &settings.decide.default {
+        summary.comparison = crate::backtest::compare_run(
+            &compared.borrow(),
+            settings.forecast.step,
+            spec.target_per_replica,
+            COMPARED_UTILIZATION,
+            settings.event_time.lateness,
+        );
+    }
+    Ok(Some(summary))
 }
+
+/// The target utilisation the default scaler's `target_per_replica` is
+/// taken to stand for in the end-of-run comparison: HPA's usual 70%.
+const COMPARED_UTILIZATION: f64 = 0.7;

@@ -7,11 +7,14 @@
 //!   feed each timely worker its share of the partitions;
 //! - [`job`]: the timely cluster, the dataflow on every worker, the writers
 //!   and the [`summary`];
+//! - [`backtest`]: prescale against HPA, the oracle and a static peak on a
+//!   trace, at a common target and at equal service;
 //! - [`simulate`]: the simulated cluster, the HPA baseline and the oracle
 //!   that backtests compare prescale's decisions with;
 //! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
 //!   on a recorded trace.
 
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod error;

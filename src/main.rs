@@ -8,7 +8,7 @@ use clap::Parser;
 use prescale::cli::{Cli, Command};
 use prescale::config::{Settings, SinkSettings};
 use prescale::forecast_eval::{self, EvalSettings};
-use prescale::{Error, job};
+use prescale::{Error, backtest, job};
 
 fn main() -> ExitCode {
     // A panicking timely worker leaves its peers, in this process and in
@@ -45,6 +45,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     eprintln!("{summary}");
                 }
+            }
+            Ok(())
+        }
+        Command::Backtest(args) => {
+            let settings = args.settings()?;
+            let result = backtest::run(&settings)?;
+            if let Some(dir) = &args.report {
+                let path = backtest::report::html(&result, dir)?;
+                eprintln!("backtest: report written to {}", path.display());
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&backtest::report::json(&result))?);
+            } else {
+                print!("{}", backtest::report::table(&result));
             }
             Ok(())
         }

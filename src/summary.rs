@@ -13,6 +13,8 @@ use prescale_dataflows::ingest::IngestStats;
 use prescale_dataflows::record::RejectReason;
 use serde::{Deserialize, Serialize};
 
+use crate::backtest::PolicyTotals;
+
 /// One worker's counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStats {
@@ -92,6 +94,10 @@ pub struct Summary {
     /// Replica decisions emitted (one per scaler and forecast, plus one per
     /// stale series).
     pub decisions: u64,
+    /// The default scaler's decisions against HPA (at the same 70% target),
+    /// the oracle and a static peak on the simulated cluster; empty when
+    /// the default scaler is off.
+    pub comparison: Vec<PolicyTotals>,
     /// Wall-clock time of the job.
     pub elapsed_seconds: f64,
     /// records_in / elapsed_seconds.
@@ -120,6 +126,7 @@ impl Summary {
             lag_rows: totals.lag_rows,
             forecasts: totals.forecasts,
             decisions: totals.decisions,
+            comparison: Vec::new(),
             elapsed_seconds,
             records_per_second: if elapsed_seconds > 0.0 { records_in as f64 / elapsed_seconds } else { 0.0 },
         }
@@ -147,6 +154,21 @@ impl fmt::Display for Summary {
         writeln!(f, "  lag rows          {:>14}", self.lag_rows)?;
         writeln!(f, "  forecasts         {:>14}", self.forecasts)?;
         writeln!(f, "  decisions         {:>14}", self.decisions)?;
+        if !self.comparison.is_empty() {
+            writeln!(f, "  simulated cluster, every deployment, prescale's decisions vs HPA at the same 70% target:")?;
+            writeln!(
+                f,
+                "    {:<12} {:>13} {:>16} {:>8} {:>15}",
+                "policy", "replica-hours", "under-prov. min", "scales", "worst p99 (ms)"
+            )?;
+            for p in &self.comparison {
+                writeln!(
+                    f,
+                    "    {:<12} {:>13.1} {:>16.1} {:>8} {:>15.0}",
+                    p.policy, p.replica_hours, p.underprovisioned_minutes, p.scale_events, p.worst_p99_ms
+                )?;
+            }
+        }
         writeln!(f, "  elapsed           {:>13.2}s", self.elapsed_seconds)?;
         write!(f, "  records/second    {:>14.0}", self.records_per_second)
     }

@@ -29,6 +29,23 @@ impl Default for LatencyModel {
     }
 }
 
+/// Above this many servers Erlang C is approximated (Halfin–Whitt).
+const EXACT_UP_TO: u32 = 1_000;
+
+fn normal_pdf(x: f64) -> f64 {
+    (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+}
+
+/// Φ(x) through erfc (Abramowitz and Stegun 7.1.26, error below 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let z = x.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erfc = poly * (-z * z).exp();
+    if x >= 0.0 { 1.0 - 0.5 * erfc } else { 0.5 * erfc }
+}
+
 /// One queue state: servers and offered load (in servers).
 #[derive(Clone, Copy, Debug)]
 struct Queue {
@@ -44,13 +61,20 @@ impl Queue {
         if servers == 0 || offered >= c {
             return None;
         }
-        // Erlang B by its stable recurrence, then Erlang C from it.
-        let mut b = 1.0;
-        for k in 1..=servers {
-            b = offered * b / (f64::from(k) + offered * b);
-        }
-        let wait = (c * b / (c - offered * (1.0 - b))).clamp(0.0, 1.0);
-        Some(Queue { servers: c, offered, wait })
+        let wait = if servers <= EXACT_UP_TO {
+            // Erlang B by its stable recurrence, then Erlang C from it.
+            let mut b = 1.0;
+            for k in 1..=servers {
+                b = offered * b / (f64::from(k) + offered * b);
+            }
+            c * b / (c - offered * (1.0 - b))
+        } else {
+            // Many servers: the Halfin–Whitt approximation of Erlang C,
+            // O(1) instead of O(c), and accurate at this scale.
+            let beta = (c - offered) / offered.sqrt();
+            1.0 / (1.0 + beta * normal_cdf(beta) / normal_pdf(beta))
+        };
+        Some(Queue { servers: c, offered, wait: wait.clamp(0.0, 1.0) })
     }
 
     /// P(response time > t), t in units of the mean service time.
@@ -122,6 +146,19 @@ impl LatencyAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_many_server_approximation_agrees_with_erlang_c_where_both_apply() {
+        for (c, rho) in [(1_000u32, 0.9), (1_000, 0.97), (1_000, 0.5)] {
+            let a = f64::from(c) * rho;
+            let exact = Queue::new(c, a).unwrap_or_else(|| panic!("stable")).wait;
+            let beta = (f64::from(c) - a) / a.sqrt();
+            let approx = 1.0 / (1.0 + beta * normal_cdf(beta) / normal_pdf(beta));
+            assert!((exact - approx).abs() < 0.02, "c={c} ρ={rho}: {exact} vs {approx}");
+        }
+        // Six million servers answer at once.
+        assert!(Queue::new(6_000_000, 5_000_000.0).is_some_and(|q| q.wait < 1e-6));
+    }
 
     #[test]
     fn one_idle_server_is_the_service_time_distribution() {

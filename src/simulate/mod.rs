@@ -32,7 +32,8 @@ pub struct ClusterModel {
     pub startup: Millis,
     /// How old the load reactive policies see is (default 60 s: what
     /// metrics-server's window and the HPA's sync loop add). prescale's
-    /// decisions are applied with the same delay.
+    /// decisions carry their own delay: the event-time lateness after the
+    /// end of the window they were made on.
     pub metric_delay: Millis,
     /// Utilisation above which a step counts as under-provisioned (default
     /// 0.85: above it, queueing latency climbs steeply).

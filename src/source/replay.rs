@@ -49,6 +49,8 @@ pub fn drive(
 
     let mut clocks: FxHashMap<Series, PartitionClock> = FxHashMap::default();
     let mut accepted: Vec<(Millis, Sample)> = Vec::new();
+    // The latest event time in the whole file, which every worker sees.
+    let mut last_time: Millis = 0;
     for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let offset = number as u64 + 1;
         let owns_line = offset % peers == index;
@@ -63,6 +65,7 @@ pub fn drive(
         let ingest = &mut *feed.ingest;
         decoder.decode(line, 0, offset, &mut |result| match result {
             Ok(sample) => {
+                last_time = last_time.max(sample.time);
                 if sample.series.route() % peers != index {
                     return;
                 }
@@ -110,6 +113,12 @@ pub fn drive(
         }
         since_advance += 1;
         feed.ingest.push(at, sample);
+    }
+    // Every worker ends at the watermark of the file's latest event time,
+    // so that what happens at the end of the input (staleness checks due
+    // before it) does not depend on the cluster's shape.
+    if let Arrival::OnTime(end) = PartitionClock::new(event_time).observe(last_time) {
+        feed.advance_to(end);
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use behavior::{Behavior, PolicyKind, ScalingPolicy, ScalingRules, SelectPolicy};
 pub use policy::Scaler;
-pub use stage::{DecideSettings, decisions};
+pub use stage::{DecideSettings, decisions, readings};
 
 use crate::error::{Error, Result};
 use crate::record::SeriesKey;
@@ -149,10 +149,26 @@ impl ScalerSpec {
     }
 }
 
-/// A scaler appearing, changing or going away, at the timely time it
-/// travels at.
+/// The load of a short window (shorter than the forecast step), which the
+/// decide stage checks against the reactive floor between forecasts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadReading {
+    /// Namespace, deployment, metric.
+    pub series: SeriesKey,
+    /// End of the window (ms).
+    pub end_ms: Millis,
+    /// Its load, in the forecast signal's unit.
+    pub load: f64,
+}
+
+/// A scaler appearing, changing or going away.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpecUpdate {
+    /// Event time from which the update applies (ms). Timely's message
+    /// stamps only bound the times of the records they carry, so the time
+    /// travels in the record; the sender sets it to its input's time.
+    #[serde(default)]
+    pub time_ms: Millis,
     /// The scaler's name (unique within the namespace of its target).
     pub scaler: String,
     /// The series it scales on: namespace, target deployment, metric.

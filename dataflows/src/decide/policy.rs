@@ -10,7 +10,7 @@
 //! `ceil(load now / target per replica)`, which is what an HPA would ask.
 
 use super::behavior::{Bound, History};
-use super::{Decision, FallbackReason, Reason, ScalerSpec, UsedForecast};
+use super::{Decision, FallbackReason, LoadReading, Reason, ScalerSpec, UsedForecast};
 use crate::forecast::stage::ForecastRow;
 use crate::record::SeriesKey;
 use crate::time::{Millis, SECOND, format_duration};
@@ -29,6 +29,12 @@ pub struct Scaler {
     held: Option<(FallbackReason, Option<Millis>)>,
     /// The origin whose silence was already reported as stale.
     stale_reported: Option<Millis>,
+    /// The last forecast judged healthy, which short-window readings
+    /// re-read as time moves through it.
+    plan: Option<ForecastRow>,
+    /// Time between this scaler's decisions when short-window readings
+    /// drive it; `None` decides on forecasts only (every step).
+    cadence: Option<Millis>,
 }
 
 /// What is wrong with one forecast's input, if anything.
@@ -48,7 +54,15 @@ impl Scaler {
             last_load: None,
             held: None,
             stale_reported: None,
+            plan: None,
+            cadence: None,
         }
+    }
+
+    /// Sets the time between decisions when readings drive them.
+    pub fn with_cadence(mut self, cadence: Option<Millis>) -> Self {
+        self.cadence = cadence;
+        self
     }
 
     /// The spec in force.
@@ -74,6 +88,7 @@ impl Scaler {
         let load = row.actual;
         let target = self.spec.target_per_replica;
         let verdict = self.judge(row);
+        let healthy = verdict.is_none();
         let prev_origin = self.last_origin.replace(origin);
         if prev_origin.is_some_and(|p| p > origin) {
             // Decisions move forward only; the stage never sends an older
@@ -123,7 +138,8 @@ impl Scaler {
             }
         }
 
-        let used = self.used_forecast(row);
+        let used = self.used_forecast(row, origin);
+        self.plan = (healthy && self.held.is_none() && used.is_some()).then(|| row.clone());
         let current = self.current;
         let (raw, mut reason, detail) = match fallback {
             Some((why, detail)) if why.input_is_bad() => {
@@ -176,6 +192,74 @@ impl Scaler {
             model: Some(row.model.clone()),
             recent_error: row.recent_error,
         }
+    }
+
+    /// Decides again on a short window's load between forecasts, as time
+    /// moves through the last forecast: the count follows the forecast
+    /// steps still ahead and the reactive floor for the load just seen.
+    /// Without a healthy forecast (or while held in fallback) it only
+    /// scales up to the floor, as an HPA would within a sync period. Says
+    /// nothing before the first forecast, when the reading is not
+    /// believable, or when the count does not change.
+    pub fn on_load(&mut self, scaler: &str, reading: &LoadReading) -> Option<Decision> {
+        let current = self.current?;
+        let f = &self.spec.fallback;
+        let load = reading.load;
+        let believable = load.is_finite()
+            && load >= 0.0
+            && f.max_load.is_none_or(|m| load <= m)
+            && self.last_load.is_none_or(|prev| prev <= 0.0 || load <= prev * f.max_change_factor);
+        if !believable {
+            return None;
+        }
+        let now = reading.end_ms;
+        let target = self.spec.target_per_replica;
+        let floor = replicas_for(load, target);
+        let used = match (&self.held, &self.plan) {
+            (None, Some(plan)) => self.used_forecast(plan, now),
+            _ => None,
+        };
+        let (raw, mut reason) = match &used {
+            Some(u) => {
+                let forecast = replicas_for(u.upper, target);
+                if forecast >= floor { (forecast, Reason::Forecast) } else { (floor, Reason::ReactiveFloor) }
+            }
+            None => (floor.max(current), Reason::ReactiveFloor),
+        };
+        let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
+        let clamped = raw.clamp(min, max);
+        if clamped != raw {
+            reason = if clamped == min { Reason::Min } else { Reason::Max };
+        }
+        let (desired, bound) = self.history.normalize(&self.spec.behavior, now, current, clamped, min, max);
+        if desired == current {
+            return None;
+        }
+        if let Some(bound) = bound {
+            reason = match bound {
+                Bound::Stabilised => Reason::Stabilised,
+                Bound::RateLimited => Reason::RateLimited,
+                Bound::Min => Reason::Min,
+                Bound::Max => Reason::Max,
+            };
+        }
+        self.current = Some(desired);
+        let plan = self.plan.as_ref();
+        Some(Decision {
+            time_ms: now,
+            scaler: scaler.to_owned(),
+            series: reading.series.clone(),
+            mode: self.spec.mode,
+            current,
+            desired,
+            reason,
+            detail: None,
+            load: Some(load),
+            reactive: Some(floor),
+            model: used.as_ref().and(plan).map(|p| p.model.clone()),
+            recent_error: used.as_ref().and(plan).and_then(|p| p.recent_error),
+            forecast: used,
+        })
     }
 
     /// Reports the data stale at `now` (no forecast since the last origin
@@ -242,17 +326,24 @@ impl Scaler {
         None
     }
 
-    fn used_forecast(&self, row: &ForecastRow) -> Option<UsedForecast> {
+    /// The steps of `row` that overlap `[now, now + look-ahead]`: the count
+    /// set now must hold until the next decision can have its pods ready,
+    /// so the look-ahead is the start-up lead plus the time to the next
+    /// decision (a reading's width, else a step), at most `horizon`.
+    fn used_forecast(&self, row: &ForecastRow, now: Millis) -> Option<UsedForecast> {
         let step = row.step_s.max(1) * SECOND;
-        let lead = self.spec.horizon + self.spec.startup;
-        let steps = usize::try_from(lead.div_ceil(step)).unwrap_or(usize::MAX).clamp(1, row.upper.len().max(1));
-        let upper = row.upper.get(..steps)?;
-        let point = row.point.get(..steps)?;
+        let next = self.cadence.unwrap_or(step).min(self.spec.horizon);
+        let until = now + next + self.spec.startup;
+        // Step k covers [origin + k·step, origin + (k+1)·step).
+        let first = usize::try_from(now.saturating_sub(row.origin_ms) / step).ok()?;
+        let last = usize::try_from(until.saturating_sub(row.origin_ms).div_ceil(step)).ok()?.min(row.upper.len());
+        let upper = row.upper.get(first..last.max(first + 1))?;
+        let point = row.point.get(first..last.max(first + 1))?;
         let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let (upper, point) = (max(upper), max(point));
         (upper.is_finite() && point.is_finite()).then(|| UsedForecast {
             origin_ms: row.origin_ms,
-            until_ms: row.origin_ms + steps as u64 * step,
+            until_ms: row.origin_ms + last.max(first + 1) as u64 * step,
             point,
             upper: upper.max(0.0),
             level: row.level,
@@ -407,6 +498,45 @@ mod tests {
         assert_eq!((d.desired, d.reason), (10, Reason::Fallback(FallbackReason::Stale)));
         assert_eq!(s.stale_deadline(), None);
         assert!(s.on_stale("ps", &key, 30 * MINUTE).is_none());
+    }
+
+    #[test]
+    fn short_window_loads_scale_up_between_forecasts_but_never_down() {
+        let mut s = Scaler::new(spec());
+        let reading =
+            |m: u64, load: f64| LoadReading { series: row(0, 0.0, 0.0, 0.0).series, end_ms: m * MINUTE, load };
+        assert!(s.on_load("ps", &reading(1, 500.0)).is_none(), "nothing before the first forecast");
+        s.on_forecast("ps", &row(0, 50.0, 50.0, 0.0));
+        assert!(s.on_load("ps", &reading(1, 20.0)).is_none(), "no scale-down");
+        assert!(s.on_load("ps", &reading(2, 50.0)).is_none(), "already enough");
+        let d = s.on_load("ps", &reading(3, 75.0)).unwrap_or_else(|| panic!("a scale-up"));
+        assert_eq!((d.current, d.desired, d.reason), (5, 8, Reason::ReactiveFloor));
+        assert!(s.on_load("ps", &reading(4, 1e9)).is_none(), "a jump is not believed");
+    }
+
+    #[test]
+    fn readings_follow_the_forecast_steps_still_ahead() {
+        let spec = ScalerSpec { startup: 2 * MINUTE, ..spec() };
+        let spec = ScalerSpec {
+            behavior: Behavior {
+                scale_down: ScalingRules { stabilization: 0, select: SelectPolicy::Max, policies: vec![] },
+                ..Behavior::default()
+            },
+            ..spec
+        };
+        let mut s = Scaler::new(spec).with_cadence(Some(MINUTE));
+        let mut r = row(0, 50.0, 50.0, 0.0);
+        r.upper[1] = 80.0;
+        // At the origin, [0, 3 min] covers only the first step.
+        assert_eq!(s.on_forecast("ps", &r).desired, 5);
+        let reading = |m: u64| LoadReading { series: r.series.clone(), end_ms: m * MINUTE, load: 50.0 };
+        assert!(s.on_load("ps", &reading(1)).is_none());
+        assert!(s.on_load("ps", &reading(2)).is_none(), "[2, 5 min] ends where the second step starts");
+        // At 3 min, [3, 6 min] reaches the second step: pods asked for now
+        // are ready when it starts.
+        let d = s.on_load("ps", &reading(3)).unwrap_or_else(|| panic!("a scale-up for the next step"));
+        assert_eq!((d.desired, d.reason), (8, Reason::Forecast));
+        assert_eq!(d.forecast.map(|f| f.upper), Some(80.0));
     }
 
     #[test]

@@ -23,8 +23,12 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use super::{Decision, ScalerSpec, SpecUpdate, policy::Scaler};
-use crate::forecast::stage::ForecastRow;
+use timely::dataflow::operators::core::Concat;
+use timely::dataflow::operators::vec::Map;
+
+use super::{Decision, LoadReading, ScalerSpec, SpecUpdate, policy::Scaler};
+use crate::features::FeatureRow;
+use crate::forecast::stage::{ForecastRow, Signal};
 use crate::record::{Series, SeriesKey};
 use crate::time::{DAY, Millis};
 
@@ -32,12 +36,66 @@ use crate::time::{DAY, Millis};
 /// allowed in Kubernetes names, so it cannot collide with a real scaler.
 pub const DEFAULT_SCALER: &str = "(default)";
 
+/// What the operator takes in on the worker that owns a series.
+#[derive(Clone, Debug)]
+enum Input {
+    Forecast(ForecastRow),
+    Reading(LoadReading),
+}
+
+impl Input {
+    /// The event time the input is for.
+    fn time(&self) -> Millis {
+        match self {
+            Input::Forecast(r) => r.origin_ms,
+            Input::Reading(r) => r.end_ms,
+        }
+    }
+
+    fn series(&self) -> &SeriesKey {
+        match self {
+            Input::Forecast(r) => &r.series,
+            Input::Reading(r) => &r.series,
+        }
+    }
+
+    /// Forecasts of a time before readings of it, each in series order.
+    fn order(&self) -> (u8, &SeriesKey) {
+        (matches!(self, Input::Reading(_)) as u8, self.series())
+    }
+}
+
+/// The short-window loads for [`decisions`]: tumbling rows of `width`
+/// (first revisions, which leave as soon as the window can be emitted),
+/// as the forecast signal measures them.
+pub fn readings<'scope>(
+    rows: StreamVec<'scope, Millis, FeatureRow>,
+    width: Option<Millis>,
+    signal: Signal,
+) -> StreamVec<'scope, Millis, LoadReading> {
+    rows.flat_map(move |row| match row {
+        FeatureRow::Tumbling(r) if r.revision == 0 && Some(r.width_s * 1000) == width => Some(LoadReading {
+            series: r.series.key().clone(),
+            end_ms: r.end_ms,
+            load: match signal {
+                Signal::Total => r.avg * f64::from(r.pods),
+                Signal::Avg => r.avg,
+            },
+        }),
+        _ => None,
+    })
+}
+
 /// Decide stage settings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DecideSettings {
     /// The scaler applied to every series no explicit scaler targets;
     /// `None` decides only for explicit scalers (how a cluster runs).
     pub default: Option<ScalerSpec>,
+    /// Width of the short tumbling windows whose loads are checked against
+    /// the reactive floor between forecasts (default: the smallest
+    /// tumbling width below the forecast step, 1 min by default).
+    pub reactive_width: Option<Millis>,
 }
 
 /// The scalers on one worker.
@@ -52,7 +110,7 @@ struct Scalers {
 }
 
 impl Scalers {
-    fn update(&mut self, u: SpecUpdate) {
+    fn update(&mut self, u: SpecUpdate, cadence: Option<Millis>) {
         let id = (u.series.namespace.clone(), u.scaler.clone());
         match u.spec {
             Some(spec) => match self.explicit.get_mut(&id) {
@@ -61,7 +119,7 @@ impl Scalers {
                     self.remove(&id);
                     self.targeting.entry(u.series.clone()).or_default().insert(u.scaler);
                     self.defaults.remove(&u.series);
-                    self.explicit.insert(id, (u.series, Scaler::new(spec)));
+                    self.explicit.insert(id, (u.series, Scaler::new(spec).with_cadence(cadence)));
                 }
             },
             None => self.remove(&id),
@@ -81,7 +139,12 @@ impl Scalers {
 
     /// Calls `f` with every scaler of `series` (explicit ones by name, else
     /// the default), creating the default scaler when needed.
-    fn for_series(&mut self, series: &SeriesKey, default: Option<&ScalerSpec>, mut f: impl FnMut(&str, &mut Scaler)) {
+    fn for_series(
+        &mut self,
+        series: &SeriesKey,
+        default: Option<(&ScalerSpec, Option<Millis>)>,
+        mut f: impl FnMut(&str, &mut Scaler),
+    ) {
         if let Some(names) = self.targeting.get(series) {
             for name in names {
                 let id = (series.namespace.clone(), name.clone());
@@ -89,8 +152,9 @@ impl Scalers {
                     f(name, scaler);
                 }
             }
-        } else if let Some(spec) = default {
-            let scaler = self.defaults.entry(series.clone()).or_insert_with(|| Scaler::new(spec.clone()));
+        } else if let Some((spec, cadence)) = default {
+            let scaler =
+                self.defaults.entry(series.clone()).or_insert_with(|| Scaler::new(spec.clone()).with_cadence(cadence));
             f(DEFAULT_SCALER, scaler);
         }
     }
@@ -104,38 +168,47 @@ impl Scalers {
 /// Builds the decide stage.
 pub fn decisions<'scope>(
     forecasts: StreamVec<'scope, Millis, ForecastRow>,
+    readings: StreamVec<'scope, Millis, LoadReading>,
     specs: StreamVec<'scope, Millis, SpecUpdate>,
     settings: &DecideSettings,
 ) -> StreamVec<'scope, Millis, Decision> {
     let default = settings.default.clone();
+    let cadence = settings.reactive_width;
     let route = Exchange::new(|u: &SpecUpdate| Series::new(u.series.clone()).route());
-    forecasts.binary_frontier::<_, CapacityContainerBuilder<Vec<Decision>>, _, _, _, _>(
+    // Both come from the worker that owns the series: no exchange.
+    let inputs = forecasts.map(Input::Forecast).concat(readings.map(Input::Reading));
+    inputs.binary_frontier::<_, CapacityContainerBuilder<Vec<Decision>>, _, _, _, _>(
         specs,
         Pipeline,
         route,
         "Decide",
         move |_, _| {
             let mut scalers = Scalers::default();
-            let mut rows: BTreeMap<Millis, (Capability<Millis>, Vec<ForecastRow>)> = BTreeMap::new();
+            let mut rows: BTreeMap<Millis, (Capability<Millis>, Vec<Input>)> = BTreeMap::new();
             let mut updates: BTreeMap<Millis, Vec<SpecUpdate>> = BTreeMap::new();
             // Deadline → a capability to report at it, and the series to check.
             let mut deadlines: BTreeMap<Millis, (Capability<Millis>, Vec<SeriesKey>)> = BTreeMap::new();
             let mut last_cleanup: Millis = 0;
             move |(forecasts, forecasts_frontier), (specs, specs_frontier), output| {
+                // Records carry their own times: a message's stamp only
+                // bounds them from below. Each is keyed by its own time and
+                // held with a capability delayed to it.
                 forecasts.for_each_stamp(|cap, data| {
-                    let Some(cap) = cap.retain_least(0) else { return };
-                    let entry = rows.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                    let Some(least) = cap.least().copied() else { return };
                     for batch in data {
-                        entry.1.append(batch);
+                        for input in batch.drain(..) {
+                            let time = input.time().max(least);
+                            let entry = rows.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                            entry.1.push(input);
+                        }
                     }
                 });
                 specs.for_each_stamp(|cap, data| {
-                    // Updates sent under no capability claim no time: they
-                    // apply at the next time processed.
-                    let time = cap.least().copied().unwrap_or(0);
-                    let entry = updates.entry(time).or_default();
+                    let least = cap.least().copied().unwrap_or(0);
                     for batch in data {
-                        entry.append(batch);
+                        for u in batch.drain(..) {
+                            updates.entry(u.time_ms.max(least)).or_default().push(u);
+                        }
                     }
                 });
                 let limit = [forecasts_frontier.frontier().first(), specs_frontier.frontier().first()]
@@ -143,32 +216,21 @@ pub fn decisions<'scope>(
                     .flatten()
                     .min()
                     .copied();
-                let Some(limit) = limit else {
-                    // Both inputs are done: flush what is left, but report
-                    // no staleness past the end of the input.
+                if limit.is_none() {
+                    // Both inputs are done: what is left is decided in time
+                    // order, but no staleness is reported past the end of
+                    // the input.
                     deadlines.clear();
-                    for (_, batch) in std::mem::take(&mut updates) {
-                        batch.into_iter().for_each(|u| scalers.update(u));
-                    }
-                    for (_, (cap, batch)) in std::mem::take(&mut rows) {
-                        let mut session = output.session(&cap);
-                        for row in sorted(batch) {
-                            scalers.for_series(&row.series, default.as_ref(), |name, s| {
-                                session.give(s.on_forecast(name, &row))
-                            });
-                        }
-                    }
-                    return;
-                };
+                }
                 loop {
                     let next = [rows.keys().next(), updates.keys().next(), deadlines.keys().next()]
                         .into_iter()
                         .flatten()
                         .min()
                         .copied();
-                    let Some(time) = next.filter(|t| *t < limit) else { break };
+                    let Some(time) = next.filter(|t| limit.is_none_or(|l| *t < l)) else { break };
                     for u in updates.remove(&time).unwrap_or_default() {
-                        scalers.update(u);
+                        scalers.update(u, cadence);
                     }
                     if let Some((cap, mut series)) = deadlines.remove(&time) {
                         series.sort();
@@ -193,20 +255,22 @@ pub fn decisions<'scope>(
                     }
                     if let Some((cap, batch)) = rows.remove(&time) {
                         let mut session = output.session(&cap);
-                        for row in sorted(batch) {
+                        for input in sorted(batch) {
                             let mut due = BTreeSet::new();
-                            scalers.for_series(&row.series, default.as_ref(), |name, s| {
-                                session.give(s.on_forecast(name, &row));
-                                due.extend(s.stale_deadline());
+                            decide(&mut scalers, default.as_ref().map(|d| (d, cadence)), &input, |d, deadline| {
+                                session.give(d);
+                                due.extend(deadline);
                             });
-                            for d in due {
+                            for d in due.into_iter().filter(|_| limit.is_some()) {
                                 let entry = deadlines.entry(d).or_insert_with(|| (cap.delayed(&d), Vec::new()));
-                                entry.1.push(row.series.clone());
+                                entry.1.push(input.series().clone());
                             }
                         }
                     }
                 }
-                if limit >= last_cleanup + DAY {
+                if let Some(limit) = limit
+                    && limit >= last_cleanup + DAY
+                {
                     last_cleanup = limit;
                     scalers.forget_defaults(limit);
                 }
@@ -215,9 +279,38 @@ pub fn decisions<'scope>(
     )
 }
 
-/// Rows in series order, so decisions leave in the same order on any
+/// Inputs in a fixed order, so decisions leave in the same order on any
 /// number of workers.
-fn sorted(mut rows: Vec<ForecastRow>) -> Vec<ForecastRow> {
-    rows.sort_by(|a, b| a.series.cmp(&b.series));
-    rows
+fn sorted(mut inputs: Vec<Input>) -> Vec<Input> {
+    inputs.sort_by(|a, b| a.order().cmp(&b.order()));
+    inputs
+}
+
+/// Hands one input to the scalers of its series; `emit` gets each
+/// decision and, after a forecast, the scaler's next staleness deadline.
+fn decide(
+    scalers: &mut Scalers,
+    default: Option<(&ScalerSpec, Option<Millis>)>,
+    input: &Input,
+    mut emit: impl FnMut(Decision, Option<Millis>),
+) {
+    match input {
+        Input::Forecast(row) => scalers.for_series(&row.series, default, |name, s| {
+            let d = s.on_forecast(name, row);
+            emit(d, s.stale_deadline());
+        }),
+        // Readings never create a default scaler: a series is first
+        // decided on a forecast.
+        Input::Reading(r) => scalers.for_series(&r.series, None, |name, s| {
+            if let Some(d) = s.on_load(name, r) {
+                emit(d, None);
+            }
+        }),
+    }
+    if let Input::Reading(r) = input
+        && let Some(s) = scalers.defaults.get_mut(&r.series)
+        && let Some(d) = s.on_load(DEFAULT_SCALER, r)
+    {
+        emit(d, None);
+    }
 }

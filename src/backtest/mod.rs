@@ -1,0 +1,787 @@
+//! `prescale backtest`: prescale's decisions against HPA, an oracle and a
+//! static peak, on a recorded trace, on the simulated cluster.
+//!
+//! The trace is replayed through the same dataflow `prescale run` builds
+//! (features → forecast → decide) on timely workers; the decide stage gets
+//! one scaler per series and target utilisation of the sweep, so a single
+//! pass over the trace yields prescale's decisions at every target. Each
+//! series is then simulated ([`crate::simulate`]) under every policy:
+//! HPA and prescale at every target of the sweep, the oracle and the
+//! static peak once. Reported per series: each policy at the common target
+//! (HPA's usual 70%), and each policy at *equal service* — the fewest
+//! replica-hours any target of the sweep needs to stay within the
+//! under-provisioning budget — with the share of the HPA–oracle gap
+//! prescale closes. [`report`] renders the table, the JSON and the HTML.
+//!
+//! The first `warmup` of the trace (default 7 days, at most half of it)
+//! feeds the models but is not scored, for any policy: a deployment
+//! adopting prescale brings its metrics history along.
+
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prescale_dataflows::decide::{self, FallbackSpec, Reason, ScalerSpec, SpecUpdate};
+use prescale_dataflows::decode::{DecodeOptions, Decoder, Format};
+use prescale_dataflows::event_time::{Arrival, EventTimeSettings, PartitionClock};
+use prescale_dataflows::features::{self, FeatureSettings, WindowCounters};
+use prescale_dataflows::forecast::stage::{self, ForecastSettings, Signal};
+use prescale_dataflows::ingest::{self, Ingest};
+use prescale_dataflows::record::{Sample, Series, SeriesKey};
+use prescale_dataflows::time::{DAY, HOUR, MINUTE, Millis, SECOND};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::{Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+
+use crate::error::{Error, Result};
+use crate::simulate::hpa::Hpa;
+use crate::simulate::oracle::{Oracle, Static};
+use crate::simulate::{ClusterModel, LatencyModel, Load, Outcome, Policy, Schedule, simulate};
+use crate::source::{Feed, PARK};
+
+/// What to backtest and how, validated.
+#[derive(Clone, Debug)]
+pub struct BacktestSettings {
+    /// The trace.
+    pub trace: PathBuf,
+    /// Only this series.
+    pub series: Option<String>,
+    /// Load one replica serves at 100%; `None` derives it per series so
+    /// that the series' 99th-percentile load needs 20 replicas at the SLO
+    /// utilisation.
+    pub capacity: Option<f64>,
+    /// The common target utilisation (default 0.7).
+    pub target_utilization: f64,
+    /// Pod start-up (default 120 s).
+    pub startup: Millis,
+    /// Age of the metrics HPA sees (default 60 s).
+    pub metric_delay: Millis,
+    /// SLO utilisation (default 0.85).
+    pub slo_utilization: f64,
+    /// Under-provisioned share of minutes allowed at equal service
+    /// (default 0.005).
+    pub budget: f64,
+    /// Target utilisations swept for equal service.
+    pub sweep: Vec<f64>,
+    /// Scored from this far into the trace (default 7 d, at most half).
+    pub warmup: Millis,
+    /// Timely workers.
+    pub workers: usize,
+}
+
+impl BacktestSettings {
+    /// The defaults for a trace.
+    pub fn new(trace: PathBuf) -> Self {
+        BacktestSettings {
+            trace,
+            series: None,
+            capacity: None,
+            target_utilization: 0.7,
+            startup: 120 * SECOND,
+            metric_delay: 60 * SECOND,
+            slo_utilization: 0.85,
+            budget: 0.005,
+            sweep: (5..=60).map(|i| f64::from(i) * 0.02).collect(),
+            warmup: 7 * DAY,
+            workers: 1,
+        }
+    }
+
+    /// Checks the settings, naming the flag at fault.
+    pub fn validate(mut self) -> Result<Self> {
+        let share = |flag: &'static str, v: f64, max: f64| {
+            if v.is_finite() && v > 0.0 && v <= max {
+                Ok(())
+            } else {
+                Err(Error::invalid(flag, format!("{v} must be in (0, {max}]")))
+            }
+        };
+        share("--target-utilization", self.target_utilization, 2.0)?;
+        share("--slo-utilization", self.slo_utilization, 1.0)?;
+        share("--budget", self.budget, 1.0)?;
+        if let Some(c) = self.capacity {
+            share("--capacity", c, f64::MAX)?;
+        }
+        for &u in &self.sweep {
+            share("--sweep", u, 2.0)?;
+        }
+        if !self.sweep.iter().any(|u| (u - self.target_utilization).abs() < 1e-9) {
+            self.sweep.push(self.target_utilization);
+        }
+        self.sweep.sort_by(f64::total_cmp);
+        self.sweep.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        if self.workers == 0 {
+            return Err(Error::invalid("--workers", "must be at least 1"));
+        }
+        Ok(self)
+    }
+}
+
+/// One series of the trace on its grid.
+#[derive(Clone, Debug)]
+pub struct TraceSeries {
+    /// The name in the trace.
+    pub name: String,
+    /// The key the decoder gave it.
+    pub key: SeriesKey,
+    /// Time of the first step.
+    pub start: Millis,
+    /// Values per step (NaN where the trace has none).
+    pub raw: Vec<f64>,
+}
+
+/// Every series of a trace on a grid of its step, and the step (the most
+/// common distance between consecutive timestamps of a series).
+pub fn load_trace(path: &Path, decode: &DecodeOptions) -> Result<(Millis, Vec<TraceSeries>)> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        what: "reading trace",
+        path: path.to_owned(),
+        source,
+    })?;
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let format = Format::guess(&path.to_string_lossy(), first);
+    let mut decoder = Decoder::new(format, decode.clone(), &path.to_string_lossy());
+    let mut points: BTreeMap<SeriesKey, Vec<(Millis, f64)>> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        decoder.decode(line, 0, i as u64 + 1, &mut |r| {
+            if let Ok(sample) = r {
+                points.entry(sample.series.key().clone()).or_default().push((sample.time, sample.value));
+            }
+        });
+    }
+    let mut gaps: BTreeMap<Millis, usize> = BTreeMap::new();
+    for pts in points.values_mut() {
+        pts.sort_by_key(|p| p.0);
+        for w in pts.windows(2) {
+            if w[1].0 > w[0].0 {
+                *gaps.entry(w[1].0 - w[0].0).or_default() += 1;
+            }
+        }
+    }
+    let step = gaps.iter().max_by_key(|(gap, n)| (**n, std::cmp::Reverse(**gap))).map(|(g, _)| *g);
+    let step = step
+        .filter(|s| *s >= SECOND && s.is_multiple_of(SECOND) && DAY.is_multiple_of(*s))
+        .ok_or_else(|| Error::invalid("--trace", "no regular step (whole seconds dividing a day) in the trace"))?;
+    let series = points
+        .into_iter()
+        .filter_map(|(key, pts)| {
+            let start = pts.first()?.0 / step * step;
+            let len = usize::try_from((pts.last()?.0 - start) / step + 1).ok()?;
+            let mut sums = vec![(0.0, 0u32); len];
+            for (t, v) in pts {
+                let slot = &mut sums[((t - start) / step) as usize];
+                slot.0 += v;
+                slot.1 += 1;
+            }
+            let raw = sums.into_iter().map(|(s, n)| if n == 0 { f64::NAN } else { s / f64::from(n) }).collect();
+            let name = if format == Format::Csv {
+                key.deployment.clone()
+            } else {
+                format!("{}/{}/{}", key.namespace, key.deployment, key.metric)
+            };
+            Some(TraceSeries { name, key, start, raw })
+        })
+        .collect();
+    Ok((step, series))
+}
+
+/// A decision as the backtest keeps it: which series and target, when,
+/// how many, why, and (for the common target) the forecast band.
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    series: u32,
+    target: u16,
+    time: Millis,
+    desired: u32,
+    reason: Reason,
+    band: Option<(f32, f32)>,
+}
+
+/// The scaler name for series `s` and the sweep's `i`-th target. Scaler
+/// names are unique within a namespace, as Kubernetes names are.
+fn scaler_name(s: usize, i: usize) -> String {
+    format!("series-{s}-target-{i}")
+}
+
+/// One series' decisions, by target index.
+#[derive(Clone, Debug, Default)]
+pub struct SeriesDecisions {
+    /// `(time, desired)` per target of the sweep.
+    pub by_target: Vec<Vec<(Millis, u32)>>,
+    /// `(time, point, upper)` of the forecasts the common target used.
+    pub band: Vec<(Millis, f64, f64)>,
+    /// Reasons of the common target's decisions.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// The dataflow's settings for a trace of this step.
+fn stage_settings(step: Millis) -> (FeatureSettings, ForecastSettings) {
+    let mut tumbling = vec![step];
+    if step > REACTIVE_WIDTH {
+        tumbling.insert(0, REACTIVE_WIDTH);
+    }
+    let features = FeatureSettings { tumbling, sliding: vec![], lags: vec![], lateness: LATENESS };
+    let forecast = ForecastSettings {
+        step,
+        horizon: (30 * MINUTE).max(3 * step),
+        level: 0.9,
+        refit_every: HOUR.max(step),
+        signal: Signal::Total,
+    };
+    (features, forecast)
+}
+
+/// The short windows the decide stage checks the reactive floor on.
+const REACTIVE_WIDTH: Millis = MINUTE;
+/// The event-time lateness: a window closes this long after its end, so
+/// prescale's decisions reach the cluster this long after their time.
+const LATENESS: Millis = 30 * SECOND;
+
+/// The scaler for one series and target.
+fn scaler_spec(step: Millis, capacity: f64, target: f64, settings: &BacktestSettings) -> ScalerSpec {
+    // With steps longer than the defaults, a missing step is not a gap.
+    let patience = (15 * MINUTE).max(3 * step);
+    ScalerSpec {
+        min_replicas: 1,
+        max_replicas: 100_000,
+        target_per_replica: capacity * target,
+        horizon: step,
+        // Decisions reach the cluster `LATENESS` after the window ends,
+        // and pods are ready `startup` later.
+        startup: settings.startup + LATENESS,
+        fallback: FallbackSpec {
+            stale_after: patience,
+            max_gap: patience,
+            recover_after: patience,
+            ..FallbackSpec::default()
+        },
+        ..ScalerSpec::default()
+    }
+}
+
+/// Capacity per replica for a series: given, or derived so that its 99th
+/// percentile load needs 20 replicas at the SLO utilisation.
+pub fn capacity_for(load: &Load, given: Option<f64>, slo: f64) -> f64 {
+    if let Some(c) = given {
+        return c;
+    }
+    let mut v: Vec<f64> = load.values.iter().copied().filter(|v| v.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let p99 = v.get(v.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(1.0);
+    let c = p99 / (20.0 * slo);
+    if c > 0.0 && c.is_finite() { c } else { 1.0 }
+}
+
+/// Feeds this worker's series as one-minute samples: each step's value
+/// held for every minute of it, as a scrape of a steady load would report
+/// it. The reactive policies of the simulation see the same steps.
+fn feed_trace(feed: &mut Feed<'_>, series: &[TraceSeries], step: Millis) {
+    let (index, peers) = (feed.worker.index() as u64, feed.worker.peers() as u64);
+    let sub = if step > REACTIVE_WIDTH && step.is_multiple_of(REACTIVE_WIDTH) { REACTIVE_WIDTH } else { step };
+    let clock_settings = EventTimeSettings { lateness: LATENESS, ..EventTimeSettings::default() };
+    let mut samples: Vec<(Millis, Sample)> = Vec::new();
+    for s in series {
+        let handle = Series::new(s.key.clone());
+        if handle.route() % peers != index {
+            continue;
+        }
+        let mut clock = PartitionClock::new(clock_settings);
+        for (i, v) in s.raw.iter().enumerate() {
+            if !v.is_finite() {
+                continue;
+            }
+            let t0 = s.start + i as Millis * step;
+            for k in 0..step / sub {
+                let time = t0 + k * sub;
+                if let Arrival::OnTime(at) = clock.observe(time) {
+                    samples.push((at, Sample { time, series: handle.clone(), pod: 0, value: *v }));
+                }
+            }
+        }
+    }
+    samples.sort_by_key(|(at, _)| *at);
+    let mut last_advance = 0;
+    for (at, sample) in samples {
+        if at >= last_advance + HOUR {
+            feed.advance_to(at);
+            last_advance = at;
+        }
+        feed.ingest.push(at, sample);
+    }
+    // Every worker ends at the watermark of the trace's latest minute.
+    let last = series.iter().map(|s| s.start + s.raw.len() as Millis * step).max().unwrap_or(0);
+    if let Arrival::OnTime(end) = PartitionClock::new(clock_settings).observe(last.saturating_sub(sub)) {
+        feed.advance_to(end);
+    }
+}
+
+/// Runs the dataflow over the trace with the sweep's scalers; returns each
+/// series' decisions (in `series` order).
+fn decide_over_trace(
+    settings: &BacktestSettings,
+    step: Millis,
+    series: &[(TraceSeries, f64)],
+) -> Result<Vec<SeriesDecisions>> {
+    let (features_settings, forecast_settings) = stage_settings(step);
+    let features_settings = features_settings.validate()?;
+    let forecast_settings = forecast_settings.validate(&features_settings.tumbling)?;
+    let targets = settings.sweep.len();
+    let names: Arc<FxHashMap<String, (u32, u16)>> = Arc::new(
+        (0..series.len()).flat_map(|s| (0..targets).map(move |i| (scaler_name(s, i), (s as u32, i as u16)))).collect(),
+    );
+    let common = settings.sweep.iter().position(|u| (u - settings.target_utilization).abs() < 1e-9).unwrap_or(0);
+    let updates: Vec<SpecUpdate> = series
+        .iter()
+        .enumerate()
+        .flat_map(|(n, (s, capacity))| {
+            settings.sweep.iter().enumerate().map(move |(i, u)| SpecUpdate {
+                time_ms: 0,
+                scaler: scaler_name(n, i),
+                series: s.key.clone(),
+                spec: Some(scaler_spec(step, *capacity, *u, settings)),
+            })
+        })
+        .collect();
+    let kept: Arc<Mutex<Vec<Kept>>> = Arc::new(Mutex::new(Vec::new()));
+    let shared =
+        (Arc::clone(&kept), Arc::new(series.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()), Arc::new(updates));
+    let config = timely::Config::process(settings.workers);
+    let guards = timely::execute(config, move |worker| -> Result<()> {
+        let (kept, series, updates) = &shared;
+        let names = Arc::clone(&names);
+        let local: std::rc::Rc<std::cell::RefCell<Vec<Kept>>> = std::rc::Rc::default();
+        let sink = std::rc::Rc::clone(&local);
+        let probe = ProbeHandle::new();
+        let mut specs = InputHandle::<Millis, CapacityContainerBuilder<Vec<SpecUpdate>>>::new();
+        let inputs = worker.dataflow::<Millis, _, _>(|scope| {
+            let (inputs, partials, _rejected) = ingest::inputs(&scope);
+            let rows = features::features(partials, &features_settings, WindowCounters::default());
+            let forecasts = stage::forecasts(rows.clone(), &forecast_settings);
+            let settings = decide::DecideSettings {
+                default: None,
+                reactive_width: (step > REACTIVE_WIDTH).then_some(REACTIVE_WIDTH),
+            };
+            let readings = decide::readings(rows.clone(), settings.reactive_width, Signal::Total);
+            decide::decisions(forecasts, readings, specs.to_stream(scope), &settings)
+                .inspect(move |d| {
+                    let Some(&(series, target)) = names.get(&d.scaler) else { return };
+                    let band = (usize::from(target) == common)
+                        .then(|| d.forecast.as_ref().map(|f| (f.point as f32, f.upper as f32)))
+                        .flatten();
+                    sink.borrow_mut().push(Kept {
+                        series,
+                        target,
+                        time: d.time_ms,
+                        desired: d.desired,
+                        reason: d.reason,
+                        band,
+                    });
+                })
+                .probe_with(&probe);
+            inputs
+        });
+        if worker.index() == 0 {
+            for u in updates.iter() {
+                specs.send(u.clone());
+            }
+        }
+        specs.close();
+        let mut ingest = Ingest::new(inputs, features_settings.pane());
+        let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE);
+        feed_trace(&mut feed, series, step);
+        ingest.close();
+        while !probe.done() {
+            worker.step_or_park(Some(PARK));
+        }
+        // Only this worker's thread touched `local`; the lock is not poisoned
+        // unless another worker panicked, which ends the process.
+        if let Ok(mut all) = kept.lock() {
+            all.append(&mut local.borrow_mut());
+        }
+        Ok(())
+    })
+    .map_err(Error::Runtime)?;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => return Err(Error::Runtime(panic)),
+        }
+    }
+    let kept = std::mem::take(&mut *kept.lock().map_err(|_| Error::Runtime("a worker panicked".into()))?);
+    let mut out: Vec<SeriesDecisions> = (0..series.len())
+        .map(|_| SeriesDecisions { by_target: vec![Vec::new(); settings.sweep.len()], ..SeriesDecisions::default() })
+        .collect();
+    for k in kept {
+        let Some(s) = out.get_mut(k.series as usize) else { continue };
+        if let Some(list) = s.by_target.get_mut(usize::from(k.target)) {
+            list.push((k.time, k.desired));
+        }
+        if usize::from(k.target) == common {
+            *s.reasons.entry(k.reason.to_string()).or_default() += 1;
+            if let Some((point, upper)) = k.band {
+                s.band.push((k.time, f64::from(point), f64::from(upper)));
+            }
+        }
+    }
+    for s in &mut out {
+        s.by_target.iter_mut().for_each(|l| l.sort_unstable());
+        s.band.sort_by_key(|b| b.0);
+    }
+    Ok(out)
+}
+
+/// One policy on one series at one target.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PolicyResult {
+    /// The series.
+    pub series: String,
+    /// `prescale`, `hpa`, `oracle` or `static-peak`.
+    pub policy: String,
+    /// The target utilisation (the SLO utilisation for oracle and static).
+    pub target_utilization: f64,
+    /// Pod-hours asked for.
+    pub replica_hours: f64,
+    /// Minutes with demand above ready capacity × the SLO utilisation.
+    pub underprovisioned_minutes: f64,
+    /// Estimated p99 response time over all requests (ms).
+    pub p99_ms: Option<f64>,
+    /// Changes of the replica count.
+    pub scale_events: u32,
+}
+
+/// One policy at equal service.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EqualService {
+    /// The series.
+    pub series: String,
+    /// The policy.
+    pub policy: String,
+    /// The under-provisioning budget (share of minutes).
+    pub budget_fraction: f64,
+    /// The target chosen: the cheapest within the budget (or, when none
+    /// is, the one closest to it).
+    pub target_utilization: f64,
+    /// Its replica-hours.
+    pub replica_hours: f64,
+    /// Its under-provisioned minutes.
+    pub underprovisioned_minutes: f64,
+    /// Whether any target of the sweep met the budget.
+    pub met: bool,
+}
+
+/// A policy's cost and under-provisioning at each target of the sweep.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Curve {
+    /// The series.
+    pub series: String,
+    /// The policy.
+    pub policy: String,
+    /// `(target, replica-hours, under-provisioned minutes)`.
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// `(time, pods asked for, pods ready)` at each step of a simulation.
+pub type Timeline = Vec<(Millis, u32, u32)>;
+
+/// Everything about one series, for the report.
+#[derive(Clone, Debug)]
+pub struct SeriesReport {
+    /// The series.
+    pub name: String,
+    /// Capacity per replica used.
+    pub capacity: f64,
+    /// The scored load.
+    pub load: Load,
+    /// Timelines at the common target: policy → `(time, asked, ready)`.
+    pub timelines: Vec<(String, Timeline)>,
+    /// The forecast band the common target used: `(time, point, upper)`.
+    pub band: Vec<(Millis, f64, f64)>,
+    /// Reasons of prescale's decisions at the common target.
+    pub reasons: BTreeMap<String, u64>,
+}
+
+/// The backtest's findings.
+#[derive(Clone, Debug, Default)]
+pub struct Backtest {
+    /// Policies at the common target, per series.
+    pub results: Vec<PolicyResult>,
+    /// Policies at equal service, per series.
+    pub equal_service: Vec<EqualService>,
+    /// Cost-versus-service curves.
+    pub curves: Vec<Curve>,
+    /// Per-series details for plots.
+    pub series: Vec<SeriesReport>,
+    /// The common target.
+    pub target_utilization: f64,
+    /// The budget.
+    pub budget: f64,
+}
+
+/// How the policies are simulated on a series.
+pub struct Evaluation<'a> {
+    /// The cluster model.
+    pub model: ClusterModel,
+    /// The sweep.
+    pub sweep: &'a [f64],
+    /// The common target.
+    pub common: f64,
+    /// The under-provisioning budget.
+    pub budget: f64,
+    /// How long after their time prescale's decisions reach the cluster.
+    pub decision_delay: Millis,
+}
+
+impl Evaluation<'_> {
+    /// Simulates every policy on `load` (already cut to the scored part),
+    /// with prescale's decisions per target of the sweep.
+    pub fn run(
+        &self,
+        name: &str,
+        load: &Load,
+        decisions: &[Vec<(Millis, u32)>],
+        backtest: &mut Backtest,
+    ) -> Vec<(String, Timeline)> {
+        let model = &self.model;
+        let initial = Oracle::initial(model, load);
+        let delay = self.decision_delay;
+        let mut timelines = Vec::new();
+        let result = |policy: &str, target: f64, out: &Outcome| PolicyResult {
+            series: name.to_owned(),
+            policy: policy.to_owned(),
+            target_utilization: target,
+            replica_hours: out.replica_hours,
+            underprovisioned_minutes: out.underprovisioned_minutes,
+            p99_ms: out.p99_ms,
+            scale_events: out.scale_events,
+        };
+        for policy in ["hpa", "prescale"] {
+            let mut points = Vec::new();
+            for (i, &u) in self.sweep.iter().enumerate() {
+                let is_common = (u - self.common).abs() < 1e-9;
+                let mut p: Box<dyn Policy> = if policy == "hpa" {
+                    Box::new(Hpa::new(u, 1, 100_000))
+                } else {
+                    let steps = decisions.get(i).map(|d| d.iter().map(|&(t, n)| (t + delay, n)).collect());
+                    Box::new(Schedule::new(steps.unwrap_or_default()))
+                };
+                let out = simulate(model, load, p.as_mut(), initial, is_common);
+                points.push((u, out.replica_hours, out.underprovisioned_minutes));
+                if is_common {
+                    backtest.results.push(result(policy, u, &out));
+                    timelines.push((policy.to_owned(), out.timeline));
+                }
+            }
+            let minutes = (load.end() - load.start) as f64 / 60_000.0;
+            backtest.equal_service.push(equal_service(name, policy, &points, self.budget, minutes));
+            backtest.curves.push(Curve { series: name.to_owned(), policy: policy.to_owned(), points });
+        }
+        let slo = model.slo_utilization;
+        let mut oracle = Oracle::new(load);
+        let out = simulate(model, load, &mut oracle, initial, true);
+        backtest.results.push(result("oracle", slo, &out));
+        let minutes = out.minutes;
+        backtest.equal_service.push(EqualService {
+            series: name.to_owned(),
+            policy: "oracle".into(),
+            budget_fraction: self.budget,
+            target_utilization: slo,
+            replica_hours: out.replica_hours,
+            underprovisioned_minutes: out.underprovisioned_minutes,
+            met: out.underprovisioned_minutes <= self.budget * minutes,
+        });
+        timelines.push(("oracle".into(), out.timeline));
+        let mut peak = Static::for_peak(model, load);
+        let peak_count = peak.0;
+        let out = simulate(model, load, &mut peak, peak_count, true);
+        backtest.results.push(result("static-peak", slo, &out));
+        backtest.equal_service.push(EqualService {
+            series: name.to_owned(),
+            policy: "static-peak".into(),
+            budget_fraction: self.budget,
+            target_utilization: slo,
+            replica_hours: out.replica_hours,
+            underprovisioned_minutes: out.underprovisioned_minutes,
+            met: out.underprovisioned_minutes <= self.budget * minutes,
+        });
+        timelines
+    }
+}
+
+/// The cheapest point within the budget, or the least under-provisioned.
+fn equal_service(series: &str, policy: &str, points: &[(f64, f64, f64)], budget: f64, minutes: f64) -> EqualService {
+    let allowed = budget * minutes;
+    let within = points.iter().filter(|p| p.2 <= allowed + 1e-9).min_by(|a, b| a.1.total_cmp(&b.1));
+    let (chosen, met) = match within {
+        Some(p) => (p, true),
+        None => (
+            points.iter().min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1))).unwrap_or(&(0.0, 0.0, 0.0)),
+            false,
+        ),
+    };
+    EqualService {
+        series: series.to_owned(),
+        policy: policy.to_owned(),
+        budget_fraction: budget,
+        target_utilization: chosen.0,
+        replica_hours: chosen.1,
+        underprovisioned_minutes: chosen.2,
+        met,
+    }
+}
+
+/// Runs the backtest.
+pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
+    let started = Instant::now();
+    let (step, mut all) = load_trace(&settings.trace, &DecodeOptions::default())?;
+    if let Some(name) = &settings.series {
+        all.retain(|s| &s.name == name);
+        if all.is_empty() {
+            return Err(Error::invalid("--series", format!("no series {name:?} in {}", settings.trace.display())));
+        }
+    }
+    let series: Vec<(TraceSeries, f64)> = all
+        .into_iter()
+        .filter_map(|s| {
+            let load = Load::filled(s.start, step, &s.raw)?;
+            let capacity = capacity_for(&load, settings.capacity, settings.slo_utilization);
+            Some((s, capacity))
+        })
+        .collect();
+    eprintln!(
+        "backtest: {} series, step {} s; replaying the trace through the dataflow ({} targets each)…",
+        series.len(),
+        step / SECOND,
+        settings.sweep.len()
+    );
+    let decisions = decide_over_trace(settings, step, &series)?;
+    let model = |capacity| ClusterModel {
+        capacity,
+        startup: settings.startup,
+        metric_delay: settings.metric_delay,
+        slo_utilization: settings.slo_utilization,
+        tick: 15 * SECOND,
+        latency: LatencyModel::default(),
+    };
+    let mut backtest =
+        Backtest { target_utilization: settings.target_utilization, budget: settings.budget, ..Backtest::default() };
+    let mut last_note = Instant::now();
+    for (i, ((s, capacity), d)) in series.iter().zip(decisions).enumerate() {
+        if last_note.elapsed().as_secs() >= 3 {
+            last_note = Instant::now();
+            eprintln!(
+                "backtest: simulating series {}/{} ({:.0} s)",
+                i + 1,
+                series.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let Some(full) = Load::filled(s.start, step, &s.raw) else { continue };
+        let span = full.end() - full.start;
+        let skip = (settings.warmup.min(span / 2) / step) as usize;
+        let load = Load { start: full.start + skip as Millis * step, step, values: full.values[skip..].to_vec() };
+        let eval = Evaluation {
+            model: model(*capacity),
+            sweep: &settings.sweep,
+            common: settings.target_utilization,
+            budget: settings.budget,
+            decision_delay: LATENESS,
+        };
+        let timelines = eval.run(&s.name, &load, &d.by_target, &mut backtest);
+        backtest.series.push(SeriesReport {
+            name: s.name.clone(),
+            capacity: *capacity,
+            band: d.band.into_iter().filter(|b| b.0 >= load.start).collect(),
+            load,
+            timelines,
+            reasons: d.reasons,
+        });
+    }
+    eprintln!("backtest: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(backtest)
+}
+
+/// A policy's totals over every deployment of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PolicyTotals {
+    /// `static-peak`, `hpa`, `prescale` or `oracle`.
+    pub policy: String,
+    /// Pod-hours over all deployments.
+    pub replica_hours: f64,
+    /// Under-provisioned minutes over all deployments.
+    pub underprovisioned_minutes: f64,
+    /// Scale events over all deployments.
+    pub scale_events: u64,
+    /// The worst deployment's p99 response time (ms).
+    pub worst_p99_ms: f64,
+}
+
+/// Compares a run's decisions (of one scaler per series) with HPA, the
+/// oracle and the static peak on the simulated cluster, at the target the
+/// decisions were made for: HPA gets the same target utilisation
+/// (`utilization`, HPA's usual 70%), so one replica's capacity is
+/// `target_per_replica / utilization`. The load is what the decisions saw.
+pub fn compare_run(
+    decisions: &[decide::Decision],
+    step: Millis,
+    target_per_replica: f64,
+    utilization: f64,
+    decision_delay: Millis,
+) -> Vec<PolicyTotals> {
+    let mut by_series: BTreeMap<&SeriesKey, Vec<&decide::Decision>> = BTreeMap::new();
+    for d in decisions {
+        by_series.entry(&d.series).or_default().push(d);
+    }
+    let mut backtest = Backtest::default();
+    let sweep = [utilization];
+    for (key, mut list) in by_series {
+        list.sort_by_key(|d| d.time_ms);
+        let Some(first) = list.first().map(|d| d.time_ms) else { continue };
+        let start = first.saturating_sub(step) / step * step;
+        let Some(end) = list.last().map(|d| d.time_ms) else { continue };
+        let mut raw = vec![f64::NAN; ((end - start) / step) as usize];
+        // A decision on a forecast at `t` saw the load of the step ending
+        // at `t`; decisions on short-window readings (between steps, or
+        // after the forecast at the same time) saw less of it.
+        let mut last = None;
+        for d in &list {
+            if !d.time_ms.is_multiple_of(step) || last == Some(d.time_ms) {
+                continue;
+            }
+            last = Some(d.time_ms);
+            let i = ((d.time_ms - start) / step) as usize;
+            if let (Some(slot), Some(load)) = (i.checked_sub(1).and_then(|i| raw.get_mut(i)), d.load) {
+                *slot = load;
+            }
+        }
+        let Some(load) = Load::filled(start, step, &raw) else { continue };
+        let schedule: Vec<(Millis, u32)> = list.iter().map(|d| (d.time_ms, d.desired)).collect();
+        let eval = Evaluation {
+            model: ClusterModel::with_capacity(target_per_replica / utilization),
+            sweep: &sweep,
+            common: utilization,
+            budget: 0.005,
+            decision_delay,
+        };
+        let name = format!("{}/{}", key.namespace, key.deployment);
+        eval.run(&name, &load, &[schedule], &mut backtest);
+    }
+    ["static-peak", "hpa", "prescale", "oracle"]
+        .iter()
+        .map(|policy| {
+            let rows = backtest.results.iter().filter(|r| r.policy == *policy);
+            PolicyTotals {
+                policy: (*policy).to_owned(),
+                replica_hours: rows.clone().map(|r| r.replica_hours).sum(),
+                underprovisioned_minutes: rows.clone().map(|r| r.underprovisioned_minutes).sum(),
+                scale_events: rows.clone().map(|r| u64::from(r.scale_events)).sum(),
+                worst_p99_ms: rows.filter_map(|r| r.p99_ms).fold(0.0, f64::max),
+            }
+        })
+        .collect()
+}

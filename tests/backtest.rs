@@ -1,0 +1,104 @@
+//! `prescale backtest` on a real trace, end to end: the dataflow's
+//! decisions against HPA, the oracle and a static peak on the simulated
+//! cluster, as JSON and as an HTML report; and the comparison `prescale
+//! run` ends with.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+mod common;
+
+use common::{run_ok, summary, trace};
+
+#[test]
+fn backtest_reports_every_policy_at_the_common_target_and_at_equal_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let path = trace("dc_aggregates");
+    let out = run_ok(&[
+        "backtest",
+        "--trace",
+        &path.to_string_lossy(),
+        "--series",
+        "azure_v2_total_vm_cpu_usage",
+        "--sweep",
+        "0.5:0.95:0.05",
+        "--workers",
+        "2",
+        "--json",
+        "--report",
+        &report.to_string_lossy(),
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    let policy = |rows: &[serde_json::Value], name: &str| {
+        rows.iter().find(|r| r["policy"] == name).unwrap_or_else(|| panic!("no {name} in {rows:?}")).clone()
+    };
+    for r in results {
+        for field in ["series", "policy", "replica_hours", "underprovisioned_minutes", "p99_ms", "scale_events"] {
+            assert!(r.get(field).is_some(), "{field} missing from {r}");
+        }
+    }
+    let (hpa, prescale, oracle, peak) = (
+        policy(results, "hpa"),
+        policy(results, "prescale"),
+        policy(results, "oracle"),
+        policy(results, "static-peak"),
+    );
+    let rh = |r: &serde_json::Value| r["replica_hours"].as_f64().unwrap();
+    // The oracle is never under-provisioned and costs the least; the
+    // static peak is never under-provisioned either, at the most cost.
+    assert_eq!(oracle["underprovisioned_minutes"], 0.0);
+    assert_eq!(peak["underprovisioned_minutes"], 0.0);
+    for r in [&hpa, &prescale, &peak] {
+        assert!(rh(&oracle) <= rh(r), "oracle {} vs {}", rh(&oracle), r);
+    }
+    assert!(rh(&prescale) < rh(&peak) && rh(&hpa) < rh(&peak));
+    assert!(prescale["scale_events"].as_u64().unwrap() > 100, "prescale decided: {prescale}");
+
+    let equal = doc["equal_service"].as_array().unwrap();
+    for name in ["hpa", "prescale", "oracle", "static-peak"] {
+        let e = policy(equal, name);
+        for field in ["budget_fraction", "target_utilization", "replica_hours", "underprovisioned_minutes", "met"] {
+            assert!(e.get(field).is_some(), "{field} missing from {e}");
+        }
+        if e["met"] == true {
+            // 23 scored days of minutes, 0.5% of them.
+            assert!(e["underprovisioned_minutes"].as_f64().unwrap() <= 0.005 * 23.0 * 1440.0 + 1e-6, "{e}");
+        }
+    }
+    let headline = &doc["headlines"][0];
+    assert!(headline["gap_closed"].is_number(), "{headline}");
+
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("azure_v2_total_vm_cpu_usage") && html.contains("polyline"));
+}
+
+#[test]
+fn backtest_refuses_bad_flags_with_the_flag_named() {
+    let out = common::prescale()
+        .args(["backtest", "--trace", &trace("dc_aggregates").to_string_lossy(), "--sweep", "0.9:0.1:0.05"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sweep"));
+    let out = common::prescale()
+        .args(["backtest", "--trace", &trace("dc_aggregates").to_string_lossy(), "--series", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--series"));
+}
+
+#[test]
+fn run_ends_with_the_comparison_against_hpa_and_the_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s.json");
+    run_ok(&["run", "--duration", "2d", "--deployments", "4", "--summary-json", &s.to_string_lossy()]);
+    let s = summary(&s);
+    let comparison = s["comparison"].as_array().unwrap();
+    let names: Vec<&str> = comparison.iter().map(|p| p["policy"].as_str().unwrap()).collect();
+    assert_eq!(names, ["static-peak", "hpa", "prescale", "oracle"]);
+    let rh = |i: usize| comparison[i]["replica_hours"].as_f64().unwrap();
+    assert!(rh(3) > 0.0 && rh(3) <= rh(1) && rh(3) <= rh(2) && rh(3) <= rh(0), "{comparison:?}");
+    assert!(s["decisions"].as_u64().unwrap() >= s["forecasts"].as_u64().unwrap(), "{s}");
+}
