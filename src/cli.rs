@@ -26,6 +26,9 @@ pub enum Command {
     /// Rolling-origin forecast accuracy of every model and of the selection
     /// on a trace: MASE, sMAPE and 90% interval coverage.
     ForecastEval(ForecastEvalArgs),
+    /// Print the PredictiveScaler CustomResourceDefinition as YAML
+    /// (what `deploy/crd.yaml` holds).
+    Crd,
 }
 
 /// Flags of `prescale forecast-eval`.

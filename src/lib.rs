@@ -8,13 +8,16 @@
 //! - [`job`]: the timely cluster, the dataflow on every worker, the writers
 //!   and the [`summary`];
 //! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
-//!   on a recorded trace.
+//!   on a recorded trace;
+//! - [`kube`]: the `PredictiveScaler` resource, its watcher and the
+//!   Kubernetes sink.
 
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod forecast_eval;
 pub mod job;
+pub mod kube;
 pub mod source;
 pub mod summary;
 
