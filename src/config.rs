@@ -24,6 +24,9 @@
 
 use std::path::{Path, PathBuf};
 
+use prescale_dataflows::decide::{
+    Behavior, DecideSettings, FallbackSpec, Mode, PolicyKind, ScalerSpec, ScalingPolicy, ScalingRules, SelectPolicy,
+};
 use prescale_dataflows::decode::{DecodeOptions, Format};
 use prescale_dataflows::event_time::EventTimeSettings;
 use prescale_dataflows::features::{FeatureSettings, SlidingSpec};
@@ -50,6 +53,8 @@ pub struct JobConfig {
     pub features: FeaturesConfig,
     /// The forecast stage.
     pub forecast: ForecastConfig,
+    /// The decide stage.
+    pub decide: DecideConfig,
     /// Where outputs go.
     pub sink: SinkConfig,
     /// The timely cluster.
@@ -145,6 +150,78 @@ pub struct ForecastConfig {
     /// `total` (default: window mean × pods, the deployment's load) or
     /// `avg` (the per-pod mean).
     pub signal: Option<Signal>,
+}
+
+/// `[decide]`: the default scaler, which decides for every deployment no
+/// `PredictiveScaler` targets. Its fields mirror the resource's spec.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecideConfig {
+    /// Whether the default scaler runs (default true; a job beside a
+    /// cluster sets it false so that only PredictiveScalers decide).
+    pub default_scaler: Option<bool>,
+    /// Fewest replicas (default 1).
+    pub min_replicas: Option<u32>,
+    /// Most replicas (default 100).
+    pub max_replicas: Option<u32>,
+    /// The load one replica should carry, in the unit of the forecast
+    /// signal (default 1.0: one CPU core per replica for CPU metrics).
+    pub target_per_replica: Option<f64>,
+    /// Look-ahead past the next decision (default `5m`, one step).
+    pub horizon: Option<String>,
+    /// Pod start-up lead time (default `120s`).
+    pub startup: Option<String>,
+    /// `Auto` (default) or `ForecastOnly`.
+    pub mode: Option<Mode>,
+    /// Scale-up rules (default: HPA's, no stabilisation, +100% or +4 pods
+    /// per 15 s, whichever is more).
+    pub scale_up: Option<RulesConfig>,
+    /// Scale-down rules (default: HPA's, 300 s stabilisation, -100% per 15 s).
+    pub scale_down: Option<RulesConfig>,
+    /// When to fall back to reactive scaling.
+    pub fallback: FallbackConfig,
+}
+
+/// `[decide.scale_up]` / `[decide.scale_down]`, shaped like HPA's `behavior`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Stabilisation window.
+    pub stabilization: Option<String>,
+    /// `Max`, `Min` or `Disabled`.
+    pub select: Option<SelectPolicy>,
+    /// Rate limits; an empty list means none.
+    pub policies: Option<Vec<PolicyConfig>>,
+}
+
+/// One rate-limiting policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `Pods` or `Percent`.
+    pub kind: PolicyKind,
+    /// How many pods, or what percent.
+    pub value: u32,
+    /// Per how long.
+    pub period: String,
+}
+
+/// `[decide.fallback]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    /// No data for this long is stale (default `15m`).
+    pub stale_after: Option<String>,
+    /// Data resuming after a gap longer than this is suspect (default `15m`).
+    pub max_gap: Option<String>,
+    /// Loads above this are out of range (default: no limit).
+    pub max_load: Option<f64>,
+    /// A load changing by more than this factor at once is a jump (default 100).
+    pub max_change_factor: Option<f64>,
+    /// Go reactive while the model's recent MASE is above this (default 10).
+    pub max_error: Option<f64>,
+    /// Healthy input needed to leave fallback (default `15m`).
+    pub recover_after: Option<String>,
 }
 
 /// One sliding window.
@@ -257,6 +334,8 @@ pub struct Settings {
     pub features: FeatureSettings,
     /// Forecasts.
     pub forecast: ForecastSettings,
+    /// Decisions.
+    pub decide: DecideSettings,
     /// The sink of the last stage.
     pub sink: SinkSettings,
     /// Feature rows file.
@@ -333,6 +412,8 @@ impl Settings {
         }
         .validate(&features.tumbling)?;
 
+        let decide = decide_settings(&config.decide)?;
+
         let d = &config.decode;
         let max_value = d.max_value.unwrap_or(1e15);
         if !(max_value.is_finite() && max_value > 0.0 && max_value <= 1e18) {
@@ -375,6 +456,7 @@ impl Settings {
             event_time,
             features,
             forecast,
+            decide,
             sink,
             features_path: config.sink.features.clone(),
             forecasts_path: config.sink.forecasts.clone(),
@@ -383,6 +465,59 @@ impl Settings {
             cluster: cluster_settings(&config.cluster)?,
         })
     }
+}
+
+fn rules(field: &'static str, c: Option<&RulesConfig>, default: ScalingRules) -> Result<ScalingRules> {
+    let Some(c) = c else { return Ok(default) };
+    let policies = match &c.policies {
+        Some(list) => list
+            .iter()
+            .map(|p| {
+                let period = duration(field, Some(&p.period), "")?;
+                if p.value == 0 || period == 0 {
+                    return Err(Error::invalid(field, "a policy needs a positive value and period"));
+                }
+                Ok(ScalingPolicy { kind: p.kind, value: p.value, period })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => default.policies,
+    };
+    Ok(ScalingRules {
+        stabilization: match &c.stabilization {
+            Some(text) => duration(field, Some(text), "")?,
+            None => default.stabilization,
+        },
+        select: c.select.unwrap_or(default.select),
+        policies,
+    })
+}
+
+fn decide_settings(c: &DecideConfig) -> Result<DecideSettings> {
+    let defaults = Behavior::default();
+    let f = &c.fallback;
+    let fallback = FallbackSpec {
+        stale_after: duration("decide.fallback.stale_after", f.stale_after.as_deref(), "15m")?,
+        max_gap: duration("decide.fallback.max_gap", f.max_gap.as_deref(), "15m")?,
+        max_load: f.max_load,
+        max_change_factor: f.max_change_factor.unwrap_or(100.0),
+        max_error: f.max_error.unwrap_or(10.0),
+        recover_after: duration("decide.fallback.recover_after", f.recover_after.as_deref(), "15m")?,
+    };
+    let spec = ScalerSpec {
+        min_replicas: c.min_replicas.unwrap_or(1),
+        max_replicas: c.max_replicas.unwrap_or(100),
+        target_per_replica: c.target_per_replica.unwrap_or(1.0),
+        horizon: duration("decide.horizon", c.horizon.as_deref(), "5m")?,
+        startup: duration("decide.startup", c.startup.as_deref(), "120s")?,
+        mode: c.mode.unwrap_or(Mode::Auto),
+        behavior: Behavior {
+            scale_up: rules("decide.scale_up", c.scale_up.as_ref(), defaults.scale_up)?,
+            scale_down: rules("decide.scale_down", c.scale_down.as_ref(), defaults.scale_down)?,
+        },
+        fallback,
+    }
+    .validate("decide")?;
+    Ok(DecideSettings { default: c.default_scaler.unwrap_or(true).then_some(spec) })
 }
 
 fn generator_settings(g: &GeneratorConfig) -> Result<GeneratorSettings> {

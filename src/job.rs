@@ -13,11 +13,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use prescale_dataflows::decide::{self, Decision, SpecUpdate};
 use prescale_dataflows::features::{self, FeatureRow, WindowCounters};
 use prescale_dataflows::forecast::stage;
 use prescale_dataflows::ingest::{self, Ingest};
 use prescale_dataflows::time::{MINUTE, Millis};
 use timely::CommunicationConfig;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::{Exchange, Inspect, Probe};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
@@ -114,12 +116,35 @@ impl LineFile {
     }
 }
 
+/// Where worker 0 puts a line: a file, or memory for the end-of-run
+/// comparison.
+enum LineTarget {
+    File(SharedFile),
+    Decisions(Rc<RefCell<Vec<Decision>>>),
+}
+
+impl LineTarget {
+    fn take(&self, line: &str) {
+        match self {
+            LineTarget::File(f) => f.borrow_mut().write_line(line),
+            LineTarget::Decisions(all) => {
+                // The line was serialized from a Decision a moment ago.
+                if let Ok(d) = serde_json::from_str(line) {
+                    all.borrow_mut().push(d);
+                }
+            }
+        }
+    }
+}
+
 /// Writes a stream as JSON lines, once: when `enabled`, every worker
-/// serializes its part and sends it to worker 0, which alone holds `files`.
+/// serializes its part and sends it to worker 0, which alone holds the
+/// targets. Rows travel as JSON because some use serde features (flatten)
+/// that timely's binary encoding between processes does not support.
 fn write_lines<'scope, D: serde::Serialize + 'static>(
     stream: StreamVec<'scope, Millis, D>,
     enabled: bool,
-    files: Vec<SharedFile>,
+    targets: Vec<LineTarget>,
     probe: &ProbeHandle<Millis>,
 ) {
     if !enabled {
@@ -130,17 +155,22 @@ fn write_lines<'scope, D: serde::Serialize + 'static>(
         .flat_map(|row| serde_json::to_string(&row).ok())
         .exchange(|_| 0)
         .inspect(move |line: &String| {
-            for f in &files {
-                f.borrow_mut().write_line(line);
+            for t in &targets {
+                t.take(line);
             }
         })
         .probe_with(probe);
+}
+
+fn line_files(list: impl IntoIterator<Item = Option<SharedFile>>) -> Vec<LineTarget> {
+    list.into_iter().flatten().map(LineTarget::File).collect()
 }
 
 /// Per-worker counts of rows, updated as rows pass.
 #[derive(Default)]
 struct RowCounts {
     forecasts: Cell<u64>,
+    decisions: Cell<u64>,
     tumbling: Cell<u64>,
     sliding: Cell<u64>,
     corrections: Cell<u64>,
@@ -176,17 +206,26 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         SinkSettings::Jsonl(p) => Some(p),
         SinkSettings::Stdout => None,
     };
-    let feature_files: Vec<SharedFile> = open(settings.features_path.as_ref())?.into_iter().collect();
-    let forecast_files: Vec<SharedFile> =
-        [open(settings.forecasts_path.as_ref())?, open(sink_path)?].into_iter().flatten().collect();
-    let dead_letter: Vec<SharedFile> = open(settings.dead_letter_path.as_ref())?.into_iter().collect();
+    let feature_files = line_files([open(settings.features_path.as_ref())?]);
+    let forecast_files = line_files([open(settings.forecasts_path.as_ref())?]);
+    let mut decision_targets = line_files([open(sink_path)?]);
+    let dead_letter = line_files([open(settings.dead_letter_path.as_ref())?]);
+    // Worker 0 keeps the default scaler's decisions to compare them with
+    // HPA and the oracle on the simulated cluster at the end.
+    let compared = Rc::new(RefCell::new(Vec::new()));
+    let compare = settings.decide.default.is_some();
+    if compare && is_writer {
+        decision_targets.push(LineTarget::Decisions(Rc::clone(&compared)));
+    }
     let write_features = settings.features_path.is_some();
-    let write_forecasts = settings.forecasts_path.is_some() || sink_path.is_some();
+    let write_forecasts = settings.forecasts_path.is_some();
+    let write_decisions = sink_path.is_some() || compare;
     let write_rejected = settings.dead_letter_path.is_some();
 
     let counters = WindowCounters::default();
     let row_counts = Rc::new(RowCounts::default());
     let probe = ProbeHandle::new();
+    let mut specs = InputHandle::<Millis, CapacityContainerBuilder<Vec<SpecUpdate>>>::new();
     let inputs = worker.dataflow::<Millis, _, _>(|scope| {
         let (inputs, partials, rejected) = ingest::inputs(&scope);
         let counts = Rc::clone(&row_counts);
@@ -195,11 +234,17 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         let counts = Rc::clone(&row_counts);
         let forecasts = stage::forecasts(rows.clone(), &settings.forecast)
             .inspect(move |_| counts.forecasts.set(counts.forecasts.get() + 1));
+        let counts = Rc::clone(&row_counts);
+        let decisions = decide::decisions(forecasts.clone(), specs.to_stream(scope), &settings.decide)
+            .inspect(move |_| counts.decisions.set(counts.decisions.get() + 1));
         write_lines(rows, write_features, feature_files, &probe);
         write_lines(forecasts, write_forecasts, forecast_files, &probe);
+        write_lines(decisions, write_decisions, decision_targets, &probe);
         write_lines(rejected, write_rejected, dead_letter, &probe);
         inputs
     });
+    // No scaler resources are watched yet: the default scaler decides.
+    specs.close();
     let mut ingest = Ingest::new(inputs, settings.features.pane());
 
     let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE);
@@ -224,9 +269,10 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     stats.corrections = row_counts.corrections.get();
     stats.lag_rows = row_counts.lags.get();
     stats.forecasts = row_counts.forecasts.get();
+    stats.decisions = row_counts.decisions.get();
     stats.corrected_records = counters.corrected_records.get();
     let totals = Rc::new(RefCell::new(WorkerStats::default()));
-    let mut stats_input = InputHandle::<u64, timely::container::CapacityContainerBuilder<Vec<WorkerStats>>>::new();
+    let mut stats_input = InputHandle::<u64, CapacityContainerBuilder<Vec<WorkerStats>>>::new();
     let stats_probe = worker.dataflow::<u64, _, _>(|scope| {
         let sink = Rc::clone(&totals);
         let (probe, _) = stats_input

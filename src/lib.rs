@@ -7,6 +7,8 @@
 //!   feed each timely worker its share of the partitions;
 //! - [`job`]: the timely cluster, the dataflow on every worker, the writers
 //!   and the [`summary`];
+//! - [`simulate`]: the simulated cluster, the HPA baseline and the oracle
+//!   that backtests compare prescale's decisions with;
 //! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
 //!   on a recorded trace;
 //! - [`kube`]: the `PredictiveScaler` resource, its watcher and the
@@ -18,6 +20,7 @@ pub mod error;
 pub mod forecast_eval;
 pub mod job;
 pub mod kube;
+pub mod simulate;
 pub mod source;
 pub mod summary;
 

@@ -32,6 +32,8 @@ pub struct WorkerStats {
     pub corrected_records: u64,
     /// Forecasts emitted.
     pub forecasts: u64,
+    /// Decisions emitted.
+    pub decisions: u64,
 }
 
 impl WorkerStats {
@@ -55,6 +57,7 @@ impl WorkerStats {
         self.lag_rows += other.lag_rows;
         self.corrected_records += other.corrected_records;
         self.forecasts += other.forecasts;
+        self.decisions += other.decisions;
     }
 }
 
@@ -86,6 +89,9 @@ pub struct Summary {
     /// Forecasts emitted (one per series each time a window of the forecast
     /// step closes).
     pub forecasts: u64,
+    /// Replica decisions emitted (one per scaler and forecast, plus one per
+    /// stale series).
+    pub decisions: u64,
     /// Wall-clock time of the job.
     pub elapsed_seconds: f64,
     /// records_in / elapsed_seconds.
@@ -113,6 +119,7 @@ impl Summary {
             corrected_records: totals.corrected_records,
             lag_rows: totals.lag_rows,
             forecasts: totals.forecasts,
+            decisions: totals.decisions,
             elapsed_seconds,
             records_per_second: if elapsed_seconds > 0.0 { records_in as f64 / elapsed_seconds } else { 0.0 },
         }
@@ -139,6 +146,7 @@ impl fmt::Display for Summary {
         )?;
         writeln!(f, "  lag rows          {:>14}", self.lag_rows)?;
         writeln!(f, "  forecasts         {:>14}", self.forecasts)?;
+        writeln!(f, "  decisions         {:>14}", self.decisions)?;
         writeln!(f, "  elapsed           {:>13.2}s", self.elapsed_seconds)?;
         write!(f, "  records/second    {:>14.0}", self.records_per_second)
     }

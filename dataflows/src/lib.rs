@@ -13,13 +13,16 @@
 //! 4. [`features`]: tumbling and sliding windows, lagged values and calendar
 //!    features per (namespace, deployment, metric);
 //! 5. [`forecast`]: online forecasting models, their prediction intervals,
-//!    per-series model selection and rolling-origin evaluation.
+//!    per-series model selection and rolling-origin evaluation;
+//! 6. [`decide`]: replica decisions from forecasts, with guardrails and
+//!    reactive fallback.
 //!
 //! Nothing here does I/O: no tokio, kube or rdkafka. The host crate
 //! (`prescale`) reads sources, drives the timely workers and writes sinks.
 //! Every stage is deterministic: the same input gives the same output with
 //! any number of workers and processes.
 
+pub mod decide;
 pub mod decode;
 pub mod error;
 pub mod event_time;

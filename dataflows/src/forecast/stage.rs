@@ -112,6 +112,8 @@ pub struct ForecastRow {
     pub recent_error: Option<f64>,
     /// Interval level.
     pub level: f64,
+    /// The value of the window just closed: the load seen at the origin.
+    pub actual: f64,
     /// Point forecasts.
     pub point: Vec<f64>,
     /// Lower interval bounds.
@@ -214,6 +216,7 @@ pub fn forecasts<'scope>(
                             model: selected.model.to_string(),
                             recent_error: selected.recent_error.is_finite().then_some(selected.recent_error),
                             level: selected.level,
+                            actual: value,
                             point: selected.forecast.point,
                             lower: selected.forecast.lower,
                             upper: selected.forecast.upper,

@@ -1,0 +1,420 @@
+//! One scaler's decisions, forecast by forecast: the policy without the
+//! dataflow around it.
+//!
+//! For a forecast made at origin `t` over steps of width `s`, the count must
+//! hold from `t` (a scale-down takes effect at once) until the decision
+//! after next can have pods ready: `t + horizon + startup`, where the
+//! horizon defaults to one step because the next decision comes one step
+//! later. The count is sized for the highest upper bound of the forecast
+//! interval over those steps, and never below the reactive floor
+//! `ceil(load now / target per replica)`, which is what an HPA would ask.
+
+use super::behavior::{Bound, History};
+use super::{Decision, FallbackReason, Reason, ScalerSpec, UsedForecast};
+use crate::forecast::stage::ForecastRow;
+use crate::record::SeriesKey;
+use crate::time::{Millis, SECOND, format_duration};
+
+/// A scaler's state between decisions.
+#[derive(Clone, Debug)]
+pub struct Scaler {
+    spec: ScalerSpec,
+    /// Replicas as last decided; `None` before the first decision.
+    current: Option<u32>,
+    history: History,
+    last_origin: Option<Millis>,
+    last_load: Option<f64>,
+    /// Held in fallback after bad input: the reason, and since when the
+    /// input has been healthy again.
+    held: Option<(FallbackReason, Option<Millis>)>,
+    /// The origin whose silence was already reported as stale.
+    stale_reported: Option<Millis>,
+}
+
+/// What is wrong with one forecast's input, if anything.
+struct Verdict {
+    reason: FallbackReason,
+    detail: String,
+}
+
+impl Scaler {
+    /// A scaler that has not decided yet.
+    pub fn new(spec: ScalerSpec) -> Self {
+        Scaler {
+            spec,
+            current: None,
+            history: History::default(),
+            last_origin: None,
+            last_load: None,
+            held: None,
+            stale_reported: None,
+        }
+    }
+
+    /// The spec in force.
+    pub fn spec(&self) -> &ScalerSpec {
+        &self.spec
+    }
+
+    /// Replaces the spec, keeping the history (an edited scaler does not
+    /// forget its current count or its stabilisation window).
+    pub fn set_spec(&mut self, spec: ScalerSpec) {
+        self.spec = spec;
+    }
+
+    /// When the data counts as stale if no forecast comes before it.
+    pub fn stale_deadline(&self) -> Option<Millis> {
+        let last = self.last_origin?;
+        (self.stale_reported != Some(last)).then(|| last + self.spec.fallback.stale_after)
+    }
+
+    /// Decides on a forecast.
+    pub fn on_forecast(&mut self, scaler: &str, row: &ForecastRow) -> Decision {
+        let origin = row.origin_ms;
+        let load = row.actual;
+        let target = self.spec.target_per_replica;
+        let verdict = self.judge(row);
+        let prev_origin = self.last_origin.replace(origin);
+        if prev_origin.is_some_and(|p| p > origin) {
+            // Decisions move forward only; the stage never sends an older
+            // origin, but a stale clock must not rewind the state.
+            self.last_origin = prev_origin;
+        }
+        let load_trusted =
+            !matches!(verdict.as_ref().map(|v| v.reason), Some(FallbackReason::OutOfRange | FallbackReason::Jump));
+        // A jump is compared against once: the next reading is judged
+        // against the new level, and the hold below keeps the scaler in
+        // fallback until that level has lasted `recover_after`.
+        let in_range = load.is_finite() && load >= 0.0 && self.spec.fallback.max_load.is_none_or(|m| load <= m);
+        if in_range {
+            self.last_load = Some(load);
+        }
+        let reactive = load_trusted.then(|| replicas_for(load, target));
+
+        // Input problems hold the scaler in fallback until the input has
+        // been healthy for `recover_after`; model problems do not.
+        let mut fallback = None;
+        match &verdict {
+            Some(v) if v.reason.input_is_bad() => {
+                self.held = Some((v.reason, None));
+                fallback = Some((v.reason, v.detail.clone()));
+            }
+            _ => {
+                if let Some((why, healthy_since)) = self.held {
+                    let since = healthy_since.unwrap_or(origin);
+                    if origin.saturating_sub(since) >= self.spec.fallback.recover_after {
+                        self.held = None;
+                    } else {
+                        self.held = Some((why, Some(since)));
+                        let detail = format!(
+                            "after {}: healthy for {} of {}",
+                            why.as_str(),
+                            format_duration(origin - since),
+                            format_duration(self.spec.fallback.recover_after)
+                        );
+                        fallback = Some((FallbackReason::Recovering, detail));
+                    }
+                }
+                if fallback.is_none()
+                    && let Some(v) = verdict
+                {
+                    fallback = Some((v.reason, v.detail));
+                }
+            }
+        }
+
+        let used = self.used_forecast(row);
+        let current = self.current;
+        let (raw, mut reason, detail) = match fallback {
+            Some((why, detail)) if why.input_is_bad() => {
+                // Never lower the count on bad input.
+                let floor = current.unwrap_or(0).max(reactive.unwrap_or(0));
+                (floor, Reason::Fallback(why), Some(detail))
+            }
+            Some((why, detail)) => (reactive.unwrap_or(0), Reason::Fallback(why), Some(detail)),
+            None => {
+                let forecast = used.as_ref().map_or(0, |u| replicas_for(u.upper, target));
+                let floor = reactive.unwrap_or(0);
+                if forecast >= floor {
+                    (forecast, Reason::Forecast, None)
+                } else {
+                    (floor, Reason::ReactiveFloor, None)
+                }
+            }
+        };
+        let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
+        let clamped = raw.clamp(min, max);
+        let in_fallback = matches!(reason, Reason::Fallback(_));
+        if clamped != raw && !in_fallback {
+            reason = if clamped == min { Reason::Min } else { Reason::Max };
+        }
+        let current = current.unwrap_or(clamped);
+        let (desired, bound) = self.history.normalize(&self.spec.behavior, origin, current, clamped, min, max);
+        if let Some(bound) = bound
+            && !in_fallback
+        {
+            reason = match bound {
+                Bound::Stabilised => Reason::Stabilised,
+                Bound::RateLimited => Reason::RateLimited,
+                Bound::Min => Reason::Min,
+                Bound::Max => Reason::Max,
+            };
+        }
+        self.current = Some(desired);
+        Decision {
+            time_ms: origin,
+            scaler: scaler.to_owned(),
+            series: row.series.clone(),
+            mode: self.spec.mode,
+            current,
+            desired,
+            reason,
+            detail,
+            load: load_trusted.then_some(load),
+            reactive,
+            forecast: used,
+            model: Some(row.model.clone()),
+            recent_error: row.recent_error,
+        }
+    }
+
+    /// Reports the data stale at `now` (no forecast since the last origin
+    /// for `stale_after`): holds the count, and holds the scaler in
+    /// fallback until the data has been healthy again for `recover_after`.
+    /// `None` when there is nothing to report.
+    pub fn on_stale(&mut self, scaler: &str, series: &SeriesKey, now: Millis) -> Option<Decision> {
+        let deadline = self.stale_deadline()?;
+        if now < deadline {
+            return None;
+        }
+        let last = self.last_origin?;
+        self.stale_reported = Some(last);
+        self.held = Some((FallbackReason::Stale, None));
+        let current = self.current?;
+        let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
+        let (desired, _) = self.history.normalize(&self.spec.behavior, now, current, current.clamp(min, max), min, max);
+        self.current = Some(desired);
+        Some(Decision {
+            time_ms: now,
+            scaler: scaler.to_owned(),
+            series: series.clone(),
+            mode: self.spec.mode,
+            current,
+            desired,
+            reason: Reason::Fallback(FallbackReason::Stale),
+            detail: Some(format!("no data for {}", format_duration(now - last))),
+            load: None,
+            reactive: None,
+            forecast: None,
+            model: None,
+            recent_error: None,
+        })
+    }
+
+    fn judge(&self, row: &ForecastRow) -> Option<Verdict> {
+        let f = &self.spec.fallback;
+        let load = row.actual;
+        let verdict = |reason, detail: String| Some(Verdict { reason, detail });
+        if !load.is_finite() || load < 0.0 || f.max_load.is_some_and(|m| load > m) {
+            return verdict(FallbackReason::OutOfRange, format!("load {load} outside [0, {:?}]", f.max_load));
+        }
+        if let Some(prev) = self.last_load
+            && prev > 0.0
+            && (load > prev * f.max_change_factor || load * f.max_change_factor < prev)
+        {
+            return verdict(FallbackReason::Jump, format!("load went from {prev} to {load}"));
+        }
+        if let Some(prev) = self.last_origin
+            && row.origin_ms.saturating_sub(prev) > f.max_gap
+        {
+            let gap = format_duration(row.origin_ms - prev);
+            return verdict(FallbackReason::Gap, format!("no data for {gap} before this window"));
+        }
+        let usable = !row.upper.is_empty() && row.upper.iter().chain(&row.point).all(|v| v.is_finite());
+        if !usable {
+            return verdict(FallbackReason::NoForecast, "the forecast is empty or not finite".into());
+        }
+        if let Some(e) = row.recent_error
+            && e > f.max_error
+        {
+            return verdict(FallbackReason::ModelError, format!("{} recent MASE {e:.2} > {}", row.model, f.max_error));
+        }
+        None
+    }
+
+    fn used_forecast(&self, row: &ForecastRow) -> Option<UsedForecast> {
+        let step = row.step_s.max(1) * SECOND;
+        let lead = self.spec.horizon + self.spec.startup;
+        let steps = usize::try_from(lead.div_ceil(step)).unwrap_or(usize::MAX).clamp(1, row.upper.len().max(1));
+        let upper = row.upper.get(..steps)?;
+        let point = row.point.get(..steps)?;
+        let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (upper, point) = (max(upper), max(point));
+        (upper.is_finite() && point.is_finite()).then(|| UsedForecast {
+            origin_ms: row.origin_ms,
+            until_ms: row.origin_ms + steps as u64 * step,
+            point,
+            upper: upper.max(0.0),
+            level: row.level,
+        })
+    }
+}
+
+/// Replicas that carry `load` at `target` each: `ceil(load / target)`.
+pub fn replicas_for(load: f64, target: f64) -> u32 {
+    let n = (load / target).ceil();
+    if n.is_nan() || n <= 0.0 {
+        0
+    } else if n >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // In range by the checks above.
+        n as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{Behavior, FallbackSpec, ScalingRules, SelectPolicy};
+    use crate::time::MINUTE;
+
+    fn spec() -> ScalerSpec {
+        ScalerSpec { min_replicas: 2, max_replicas: 20, target_per_replica: 10.0, ..ScalerSpec::default() }
+    }
+
+    /// A forecast at minute `m` (5-minute steps) with load `actual` and a
+    /// flat forecast `point ± spread`.
+    fn row(m: u64, actual: f64, point: f64, spread: f64) -> ForecastRow {
+        ForecastRow {
+            series: SeriesKey { namespace: "shop".into(), deployment: "web".into(), metric: "rps".into() },
+            origin_ms: m * MINUTE,
+            step_s: 300,
+            model: "holt-winters".into(),
+            recent_error: Some(0.8),
+            level: 0.9,
+            actual,
+            point: vec![point; 6],
+            lower: vec![point - spread; 6],
+            upper: vec![point + spread; 6],
+            note: None,
+        }
+    }
+
+    #[test]
+    fn sizes_for_the_upper_bound_over_the_look_ahead_only() {
+        let mut s = Scaler::new(spec());
+        let mut r = row(0, 50.0, 50.0, 10.0);
+        // A peak beyond horizon + startup (5 + 2 min → 2 steps) is ignored.
+        r.upper[2] = 500.0;
+        let d = s.on_forecast("ps", &r);
+        assert_eq!((d.desired, d.reason), (6, Reason::Forecast));
+        let used = d.forecast.unwrap_or_else(|| panic!("a forecast was used"));
+        assert_eq!((used.upper, used.until_ms), (60.0, 10 * MINUTE));
+        r.origin_ms = 5 * MINUTE;
+        r.upper[1] = 95.0;
+        assert_eq!(s.on_forecast("ps", &r).desired, 10);
+    }
+
+    #[test]
+    fn reactive_floor_binds_when_load_exceeds_the_forecast() {
+        let mut s = Scaler::new(spec());
+        let d = s.on_forecast("ps", &row(0, 120.0, 40.0, 5.0));
+        assert_eq!((d.desired, d.reason, d.reactive), (12, Reason::ReactiveFloor, Some(12)));
+    }
+
+    #[test]
+    fn min_and_max_bind() {
+        let mut s = Scaler::new(spec());
+        assert_eq!(s.on_forecast("ps", &row(0, 1.0, 1.0, 1.0)).reason, Reason::Min);
+        let mut s = Scaler::new(spec());
+        let d = s.on_forecast("ps", &row(0, 100.0, 900.0, 10.0));
+        assert_eq!((d.desired, d.reason), (20, Reason::Max));
+    }
+
+    #[test]
+    fn scale_down_is_stabilised_then_allowed() {
+        let mut s = Scaler::new(spec());
+        assert_eq!(s.on_forecast("ps", &row(0, 100.0, 100.0, 0.0)).desired, 10);
+        // Within the 300 s window the earlier 10 holds.
+        let d = s.on_forecast("ps", &row(4, 30.0, 30.0, 0.0));
+        assert_eq!((d.current, d.desired, d.reason), (10, 10, Reason::Stabilised));
+        let d = s.on_forecast("ps", &row(10, 30.0, 30.0, 0.0));
+        assert_eq!((d.desired, d.reason), (3, Reason::Forecast));
+    }
+
+    #[test]
+    fn scale_up_is_rate_limited() {
+        let mut s = Scaler::new(spec());
+        assert_eq!(s.on_forecast("ps", &row(0, 20.0, 20.0, 0.0)).desired, 2);
+        let d = s.on_forecast("ps", &row(5, 20.0, 190.0, 0.0));
+        // The default allows +100% or +4 pods per 15 s: 2 → 6.
+        assert_eq!((d.desired, d.reason), (6, Reason::RateLimited));
+    }
+
+    #[test]
+    fn out_of_range_and_jumps_never_scale_down() {
+        let mut s = Scaler::new(ScalerSpec {
+            fallback: FallbackSpec { max_load: Some(1e6), ..FallbackSpec::default() },
+            behavior: Behavior {
+                scale_down: ScalingRules { stabilization: 0, select: SelectPolicy::Max, policies: vec![] },
+                ..Behavior::default()
+            },
+            ..spec()
+        });
+        assert_eq!(s.on_forecast("ps", &row(0, 150.0, 150.0, 0.0)).desired, 15);
+        // A unit change upstream: the load reads 1000× lower.
+        let d = s.on_forecast("ps", &row(5, 0.15, 0.15, 0.0));
+        assert_eq!((d.desired, d.reason), (15, Reason::Fallback(FallbackReason::Jump)));
+        // Held while the new readings are healthy for less than 15 min.
+        for m in [10, 15] {
+            let d = s.on_forecast("ps", &row(m, 0.15, 0.15, 0.0));
+            assert_eq!((d.desired, d.reason), (15, Reason::Fallback(FallbackReason::Recovering)), "{m}");
+        }
+        let d = s.on_forecast("ps", &row(25, 0.15, 0.15, 0.0));
+        assert_eq!((d.desired, d.reason), (2, Reason::Min));
+        let d = s.on_forecast("ps", &row(30, f64::INFINITY, 1.0, 0.0));
+        assert_eq!((d.desired, d.reason), (2, Reason::Fallback(FallbackReason::OutOfRange)));
+        let d = s.on_forecast("ps", &row(35, 2e6, 1.0, 0.0));
+        assert_eq!((d.desired, d.reason, d.load), (2, Reason::Fallback(FallbackReason::OutOfRange), None));
+    }
+
+    #[test]
+    fn a_gap_holds_the_count_and_a_high_model_error_goes_reactive() {
+        let mut s = Scaler::new(spec());
+        assert_eq!(s.on_forecast("ps", &row(0, 100.0, 100.0, 0.0)).desired, 10);
+        let d = s.on_forecast("ps", &row(60, 20.0, 20.0, 0.0));
+        assert_eq!((d.desired, d.reason), (10, Reason::Fallback(FallbackReason::Gap)));
+        let mut s = Scaler::new(spec());
+        let mut r = row(0, 55.0, 200.0, 0.0);
+        r.recent_error = Some(12.0);
+        let d = s.on_forecast("ps", &r);
+        assert_eq!((d.desired, d.reason, d.reactive), (6, Reason::Fallback(FallbackReason::ModelError), Some(6)));
+        let mut r = row(5, 55.0, 200.0, 0.0);
+        r.upper[0] = f64::NAN;
+        assert_eq!(s.on_forecast("ps", &r).reason, Reason::Fallback(FallbackReason::NoForecast));
+    }
+
+    #[test]
+    fn stale_data_holds_once_per_silence() {
+        let mut s = Scaler::new(spec());
+        let key = row(0, 0.0, 0.0, 0.0).series;
+        assert!(s.on_stale("ps", &key, 60 * MINUTE).is_none(), "nothing decided yet");
+        s.on_forecast("ps", &row(0, 100.0, 100.0, 0.0));
+        assert_eq!(s.stale_deadline(), Some(15 * MINUTE));
+        assert!(s.on_stale("ps", &key, 14 * MINUTE).is_none());
+        let d = s.on_stale("ps", &key, 15 * MINUTE).unwrap_or_else(|| panic!("stale"));
+        assert_eq!((d.desired, d.reason), (10, Reason::Fallback(FallbackReason::Stale)));
+        assert_eq!(s.stale_deadline(), None);
+        assert!(s.on_stale("ps", &key, 30 * MINUTE).is_none());
+    }
+
+    #[test]
+    fn replicas_for_rounds_up_and_saturates() {
+        assert_eq!(replicas_for(10.0, 10.0), 1);
+        assert_eq!(replicas_for(10.01, 10.0), 2);
+        assert_eq!(replicas_for(0.0, 10.0), 0);
+        assert_eq!(replicas_for(f64::NAN, 10.0), 0);
+        assert_eq!(replicas_for(1e300, 1.0), u32::MAX);
+    }
+}
