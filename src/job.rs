@@ -27,6 +27,8 @@ use timely::worker::Worker;
 
 use crate::config::{ClusterSettings, Settings, SinkSettings, SourceSettings};
 use crate::error::{Error, Result};
+use crate::kube::KubeIo;
+use crate::kube::sink::DecisionSender;
 use crate::source::{Feed, PARK, generator, replay};
 use crate::summary::{Summary, WorkerStats};
 
@@ -55,7 +57,17 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
     let settings = Arc::new(settings);
     let config = timely_config(&settings.cluster);
     let shared = Arc::clone(&settings);
-    let guards = timely::execute(config, move |worker| run_worker(worker, &shared, started)).map_err(Error::Runtime)?;
+    // The Kubernetes sink and watcher live in the process of worker 0,
+    // which alone writes decisions.
+    let kube = match &settings.sink {
+        SinkSettings::Kubernetes(k) if settings.cluster.process == 0 => {
+            Some(KubeIo::start(k, settings.forecast.level)?)
+        }
+        _ => None,
+    };
+    let feed = kube.as_ref().map(|k| KubeFeed { decisions: k.sender(), specs: k.initial_specs.clone() });
+    let guards = timely::execute(config, move |worker| run_worker(worker, &shared, started, feed.as_ref()))
+        .map_err(Error::Runtime)?;
     let mut summary = None;
     for result in guards.join() {
         match result {
@@ -64,6 +76,22 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
             Ok(Err(e)) => return Err(e),
             Err(panic) => return Err(Error::Runtime(panic)),
         }
+    }
+    if let Some(kube) = kube {
+        let r = kube.finish()?;
+        eprintln!(
+            "kubernetes sink: {} decisions, {} written, {} scaled, {} coalesced, {} unmanaged, {} missing targets, \
+             {} conflicts, {} retries, {} dropped",
+            r.received,
+            r.written,
+            r.scaled,
+            r.coalesced,
+            r.unmanaged,
+            r.missing_targets,
+            r.conflicts,
+            r.retries,
+            r.dropped
+        );
     }
     if let (Some(summary), Some(path)) = (&summary, &settings.summary_json) {
         let json = serde_json::to_string_pretty(summary).unwrap_or_default();
@@ -74,6 +102,13 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
         })?;
     }
     Ok(summary)
+}
+
+/// What worker 0 exchanges with the Kubernetes side: decisions out, the
+/// PredictiveScalers' specs in.
+struct KubeFeed {
+    decisions: DecisionSender,
+    specs: Vec<SpecUpdate>,
 }
 
 /// A JSON-lines file written by worker 0.
@@ -121,6 +156,7 @@ impl LineFile {
 enum LineTarget {
     File(SharedFile),
     Decisions(Rc<RefCell<Vec<Decision>>>),
+    Kube(DecisionSender),
 }
 
 impl LineTarget {
@@ -131,6 +167,12 @@ impl LineTarget {
                 // The line was serialized from a Decision a moment ago.
                 if let Ok(d) = serde_json::from_str(line) {
                     all.borrow_mut().push(d);
+                }
+            }
+            LineTarget::Kube(sink) => {
+                // As above; a closed sink has already reported why.
+                if let Ok(d) = serde_json::from_str(line) {
+                    sink.send(d);
                 }
             }
         }
@@ -189,7 +231,12 @@ impl RowCounts {
     }
 }
 
-fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Result<Option<Summary>> {
+fn run_worker(
+    worker: &mut Worker,
+    settings: &Settings,
+    started: Instant,
+    kube: Option<&KubeFeed>,
+) -> Result<Option<Summary>> {
     let is_writer = worker.index() == 0;
     let mut files: Vec<SharedFile> = Vec::new();
     let mut open = |path: Option<&PathBuf>| -> Result<Option<SharedFile>> {
@@ -204,7 +251,7 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     };
     let sink_path = match &settings.sink {
         SinkSettings::Jsonl(p) => Some(p),
-        SinkSettings::Stdout => None,
+        SinkSettings::Stdout | SinkSettings::Kubernetes(_) => None,
     };
     let feature_files = line_files([open(settings.features_path.as_ref())?]);
     let forecast_files = line_files([open(settings.forecasts_path.as_ref())?]);
@@ -219,7 +266,10 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     }
     let write_features = settings.features_path.is_some();
     let write_forecasts = settings.forecasts_path.is_some();
-    let write_decisions = sink_path.is_some() || compare;
+    if let Some(k) = kube.filter(|_| is_writer) {
+        decision_targets.push(LineTarget::Kube(k.decisions.clone()));
+    }
+    let write_decisions = sink_path.is_some() || compare || kube.is_some();
     let write_rejected = settings.dead_letter_path.is_some();
 
     let counters = WindowCounters::default();
@@ -243,7 +293,15 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         write_lines(rejected, write_rejected, dead_letter, &probe);
         inputs
     });
-    // No scaler resources are watched yet: the default scaler decides.
+    // The PredictiveScalers listed when the job started configure it from
+    // its first forecast; without the kubernetes sink, only the default
+    // scaler decides. (Edits during the run reach the watcher but not yet
+    // the dataflow: that needs this input to advance with the source.)
+    if let Some(k) = kube.filter(|_| is_writer) {
+        for update in &k.specs {
+            specs.send(update.clone());
+        }
+    }
     specs.close();
     let mut ingest = Ingest::new(inputs, settings.features.pane());
 

@@ -502,3 +502,53 @@ fn an_apiserver_outage_is_retried_with_backoff_and_then_applied() {
     assert_eq!((report.scaled, report.dropped), (1, 0), "{report:?}");
     assert_eq!(replicas(c, &ns, "web"), "4");
 }
+
+#[test]
+fn prescale_run_with_the_kubernetes_sink_scales_a_predictive_scalers_target() {
+    // The generator's first series is shop/checkout, metric cpu_usage.
+    let (c, _cluster) = cluster();
+    let exists = kubectl(c, &["get", "namespace", "shop"], None).status.success();
+    if !exists {
+        kubectl_ok(c, &["create", "namespace", "shop"]);
+    }
+    deployment(c, "shop", "checkout", 2);
+    let ps = scaler_yaml("shop", "checkout", "checkout", "")
+        .replace("metricName: rps", "metricName: cpu_usage")
+        .replace("maxReplicas: 20", "maxReplicas: 7")
+        .replace("targetPerReplica: 50", "targetPerReplica: 0.001");
+    assert!(apply(c, &ps).status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("job.toml");
+    std::fs::write(&config, "[decide]\ndefault_scaler = false\n[kubernetes]\nmin_interval = \"0s\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["run", "--config", config.to_str().unwrap(), "--sink", "kubernetes", "--namespace", "shop"])
+        .args(["--kubeconfig", c.admin.to_str().unwrap()])
+        .args(["--deployments", "1", "--pods", "2", "--duration", "1d"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "prescale run failed: {stderr}");
+    assert!(stderr.contains("kubernetes sink:") && stderr.contains(" 0 dropped"), "{stderr}");
+
+    // A load far above what 7 replicas carry: the count goes to maxReplicas.
+    assert_eq!(replicas(c, "shop", "checkout"), "7", "{stderr}");
+    let ps = get_scaler(c, "shop", "checkout");
+    let status = ps.status.clone().unwrap();
+    assert_eq!((status.current_replicas, status.desired_replicas), (Some(7), Some(7)), "{status:?}");
+    assert!(status.model.is_some() && status.last_forecast.is_some(), "{status:?}");
+    assert_eq!(condition(&ps, "Ready").0, "True");
+}
+
+#[test]
+fn prescale_run_fails_clearly_without_a_usable_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such.kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["run", "--sink", "kubernetes", "--kubeconfig", missing.to_str().unwrap(), "--duration", "1h"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such.kubeconfig"), "{stderr}");
+}

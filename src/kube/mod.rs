@@ -62,3 +62,45 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client> {
     };
     Client::try_from(config).map_err(|e| config_error(e.to_string()))
 }
+
+/// What a job with the `kubernetes` sink runs beside its dataflow: the
+/// sink's writer and the PredictiveScaler watcher, both started in the
+/// process that hosts worker 0.
+pub struct KubeIo {
+    sink: sink::KubeSink,
+    watcher: watcher::SpecWatcher,
+    /// The PredictiveScalers in the cluster when the job started, as the
+    /// dataflow's first spec updates.
+    pub initial_specs: Vec<prescale_dataflows::decide::SpecUpdate>,
+}
+
+impl KubeIo {
+    /// Starts the watcher (returning once the scalers are listed) and the
+    /// sink; `level` is the job's forecast interval level.
+    pub fn start(settings: &crate::config::KubeSettings, level: f64) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = watcher::WatchOptions {
+            kubeconfig: settings.sink.kubeconfig.clone(),
+            namespace: settings.namespace.clone(),
+            level,
+            field_manager: settings.sink.field_manager.clone(),
+            ..watcher::WatchOptions::default()
+        };
+        let watcher = watcher::SpecWatcher::start(options, tx)?;
+        let initial_specs = rx.try_iter().collect();
+        let sink = sink::KubeSink::start(settings.sink.clone())?;
+        Ok(KubeIo { sink, watcher, initial_specs })
+    }
+
+    /// A handle for the dataflow's writer to send decisions on.
+    pub fn sender(&self) -> sink::DecisionSender {
+        self.sink.sender()
+    }
+
+    /// Stops watching, writes the pending decisions and returns the sink's
+    /// counts.
+    pub fn finish(self) -> Result<sink::SinkReport> {
+        self.watcher.stop();
+        self.sink.finish()
+    }
+}
