@@ -552,3 +552,19 @@ fn prescale_run_fails_clearly_without_a_usable_cluster() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no-such.kubeconfig"), "{stderr}");
 }
+
+#[test]
+fn the_example_scaler_and_the_rbac_manifest_are_valid_for_the_apiserver() {
+    let (c, _cluster) = cluster();
+    let ns = namespace(c, "example");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = root.join("deploy/example-scaler.yaml");
+    let rbac = root.join("deploy/rbac.yaml");
+    kubectl_ok(c, &["-n", &ns, "apply", "--dry-run=server", "-f", example.to_str().unwrap()]);
+    kubectl_ok(c, &["apply", "--dry-run=server", "-f", rbac.to_str().unwrap()]);
+    // And the example reads as the job's spec.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let ps: PredictiveScaler = serde_saphyr::from_str(&text).unwrap();
+    let spec = prescale::kube::convert::scaler_spec(&ps.spec, 0.9).unwrap();
+    assert_eq!((spec.min_replicas, spec.max_replicas, spec.mode), (2, 40, Mode::ForecastOnly));
+}
