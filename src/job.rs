@@ -59,13 +59,14 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
     let shared = Arc::clone(&settings);
     // The Kubernetes sink and watcher live in the process of worker 0,
     // which alone writes decisions.
-    let kube = match &settings.sink {
+    let mut kube = match &settings.sink {
         SinkSettings::Kubernetes(k) if settings.cluster.process == 0 => {
             Some(KubeIo::start(k, settings.forecast.level)?)
         }
         _ => None,
     };
-    let feed = kube.as_ref().map(|k| KubeFeed { decisions: k.sender(), specs: k.initial_specs.clone() });
+    let feed =
+        kube.as_mut().map(|k| KubeFeed { decisions: k.sender(), specs: std::sync::Mutex::new(k.take_updates()) });
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared, started, feed.as_ref()))
         .map_err(Error::Runtime)?;
     let mut summary = None;
@@ -108,7 +109,8 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
 /// PredictiveScalers' specs in.
 struct KubeFeed {
     decisions: DecisionSender,
-    specs: Vec<SpecUpdate>,
+    /// Taken by worker 0, which alone feeds the spec input.
+    specs: std::sync::Mutex<Option<std::sync::mpsc::Receiver<SpecUpdate>>>,
 }
 
 /// A JSON-lines file written by worker 0.
@@ -293,24 +295,46 @@ fn run_worker(
         write_lines(rejected, write_rejected, dead_letter, &probe);
         inputs
     });
-    // The PredictiveScalers listed when the job started configure it from
-    // its first forecast; without the kubernetes sink, only the default
-    // scaler decides. (Edits during the run reach the watcher but not yet
-    // the dataflow: that needs this input to advance with the source.)
-    if let Some(k) = kube.filter(|_| is_writer) {
-        for update in &k.specs {
-            specs.send(update.clone());
+    // Worker 0 feeds the PredictiveScalers' specs: the ones listed when the
+    // job started at time 0, so they configure it from its first forecast,
+    // and each later change at the ingest frontier when it arrives, so
+    // creating, editing or deleting a scaler changes decisions during the
+    // run. Without the kubernetes sink only the default scaler decides, and
+    // the input closes at once.
+    let updates = match kube.filter(|_| is_writer) {
+        Some(k) => k.specs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(),
+        None => None,
+    };
+    let mut live_specs = match updates {
+        Some(rx) => Some((rx, specs)),
+        None => {
+            specs.close();
+            None
         }
-    }
-    specs.close();
+    };
+    let mut spec_input = |frontier: Millis| {
+        if let Some((rx, input)) = &mut live_specs {
+            for update in rx.try_iter() {
+                input.send(update);
+            }
+            if frontier > *input.time() {
+                input.advance_to(frontier);
+            }
+        }
+    };
+    spec_input(0);
     let mut ingest = Ingest::new(inputs, settings.features.pane());
 
-    let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE);
+    let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE).on_advance(&mut spec_input);
     match &settings.source {
         SourceSettings::Generator(g) => generator::drive(&mut feed, g, &settings.decode, settings.event_time),
         SourceSettings::Replay { path, format, speedup } => {
             replay::drive(&mut feed, path, *format, *speedup, &settings.decode, settings.event_time)?
         }
+    }
+    // The source has ended: no later spec can change a decision.
+    if let Some((_, input)) = live_specs.take() {
+        input.close();
     }
     ingest.close();
     while !probe.done() {

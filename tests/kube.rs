@@ -568,3 +568,43 @@ fn the_example_scaler_and_the_rbac_manifest_are_valid_for_the_apiserver() {
     let spec = prescale::kube::convert::scaler_spec(&ps.spec, 0.9).unwrap();
     assert_eq!((spec.min_replicas, spec.max_replicas, spec.mode), (2, 40, Mode::ForecastOnly));
 }
+
+#[test]
+fn a_scaler_created_during_a_run_changes_the_runs_decisions() {
+    let (c, _cluster) = cluster();
+    let ns = namespace(c, "live");
+    deployment(c, &ns, "live", 2);
+    // One day of a steady load, replayed in about 6 s.
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    let mut csv = String::from("timestamp,series,value\n");
+    for minute in 0..24 * 60 {
+        csv.push_str(&format!("{},live,{}\n", 1_767_571_200 + minute * 60, 100 + minute % 7));
+    }
+    std::fs::write(&trace, csv).unwrap();
+    let config = dir.path().join("job.toml");
+    let job = format!("[decode]\nnamespace = \"{ns}\"\n[decide]\ndefault_scaler = false\n[kubernetes]\nmin_interval = \"0s\"\n");
+    std::fs::write(&config, job).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["run", "--config", config.to_str().unwrap(), "--sink", "kubernetes", "--namespace", &ns])
+        .args(["--kubeconfig", c.admin.to_str().unwrap()])
+        .args(["--source", &format!("replay:{}", trace.display()), "--speedup", "14400"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // No scaler when the run starts: nothing decides for this deployment.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(replicas(c, &ns, "live"), "2");
+    let ps = scaler_yaml(&ns, "live", "live", "")
+        .replace("metricName: rps", "metricName: value")
+        .replace("maxReplicas: 20", "maxReplicas: 6")
+        .replace("targetPerReplica: 50", "targetPerReplica: 1");
+    assert!(apply(c, &ps).status.success());
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(replicas(c, &ns, "live"), "6", "{stderr}");
+    let status = get_scaler(c, &ns, "live").status.unwrap();
+    assert_eq!(status.desired_replicas, Some(6), "{status:?}");
+}

@@ -69,9 +69,7 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client> {
 pub struct KubeIo {
     sink: sink::KubeSink,
     watcher: watcher::SpecWatcher,
-    /// The PredictiveScalers in the cluster when the job started, as the
-    /// dataflow's first spec updates.
-    pub initial_specs: Vec<prescale_dataflows::decide::SpecUpdate>,
+    updates: Option<std::sync::mpsc::Receiver<prescale_dataflows::decide::SpecUpdate>>,
 }
 
 impl KubeIo {
@@ -87,9 +85,15 @@ impl KubeIo {
             ..watcher::WatchOptions::default()
         };
         let watcher = watcher::SpecWatcher::start(options, tx)?;
-        let initial_specs = rx.try_iter().collect();
         let sink = sink::KubeSink::start(settings.sink.clone())?;
-        Ok(KubeIo { sink, watcher, initial_specs })
+        Ok(KubeIo { sink, watcher, updates: Some(rx) })
+    }
+
+    /// The watcher's spec updates: those of the scalers listed at the start
+    /// are already waiting; later ones arrive as the cluster changes. Taken
+    /// once, by the worker that feeds them to the dataflow.
+    pub fn take_updates(&mut self) -> Option<std::sync::mpsc::Receiver<prescale_dataflows::decide::SpecUpdate>> {
+        self.updates.take()
     }
 
     /// A handle for the dataflow's writer to send decisions on.
