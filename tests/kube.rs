@@ -583,7 +583,9 @@ fn a_scaler_created_during_a_run_changes_the_runs_decisions() {
     }
     std::fs::write(&trace, csv).unwrap();
     let config = dir.path().join("job.toml");
-    let job = format!("[decode]\nnamespace = \"{ns}\"\n[decide]\ndefault_scaler = false\n[kubernetes]\nmin_interval = \"0s\"\n");
+    let job = format!(
+        "[decode]\nnamespace = \"{ns}\"\n[decide]\ndefault_scaler = false\n[kubernetes]\nmin_interval = \"0s\"\n"
+    );
     std::fs::write(&config, job).unwrap();
     let run = Command::new(env!("CARGO_BIN_EXE_prescale"))
         .args(["run", "--config", config.to_str().unwrap(), "--sink", "kubernetes", "--namespace", &ns])

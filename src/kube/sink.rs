@@ -156,9 +156,20 @@ pub struct KubeSink {
 }
 
 impl KubeSink {
-    /// Connects (failing here on a bad kubeconfig or an unreachable
-    /// cluster's credentials, not later) and starts the writer thread.
+    /// Connects (failing here on a bad kubeconfig, not later) and starts
+    /// the writer thread.
     pub fn start(options: SinkOptions) -> Result<Self> {
+        Self::start_with(options, None)
+    }
+
+    /// Starts the writer thread with the client `make` builds inside its
+    /// runtime (a client over a mock service, in tests) instead of one
+    /// from the kubeconfig.
+    pub fn start_with_client(options: SinkOptions, make: impl FnOnce() -> Client + Send + 'static) -> Result<Self> {
+        Self::start_with(options, Some(Box::new(make)))
+    }
+
+    fn start_with(options: SinkOptions, make: Option<Box<dyn FnOnce() -> Client + Send>>) -> Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
         let thread = std::thread::Builder::new()
@@ -172,7 +183,11 @@ impl KubeSink {
                     }
                 };
                 runtime.block_on(async move {
-                    let client = match connect(options.kubeconfig.as_deref()).await {
+                    let connected = match make {
+                        Some(make) => Ok(make()),
+                        None => connect(options.kubeconfig.as_deref()).await,
+                    };
+                    let client = match connected {
                         Ok(c) => c,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -518,7 +533,179 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
 
 #[cfg(test)]
 mod tests {
+    use ::kube::client::Body;
+    use http::{Method, Request, Response, StatusCode};
+    use prescale_dataflows::decide::UsedForecast;
+    use prescale_dataflows::record::SeriesKey;
+
     use super::*;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn scaler_json() -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "prescale.dev/v1alpha1", "kind": "PredictiveScaler",
+            "metadata": {"name": "web", "namespace": "shop", "generation": 1, "uid": "u1", "resourceVersion": "5"},
+            "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "metricName": "rps",
+                     "forecastHorizonMinutes": 30, "maxReplicas": 10, "targetPerReplica": 50.0},
+        })
+    }
+
+    fn scale_json(replicas: i32, version: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": version},
+            "spec": {"replicas": replicas}, "status": {"replicas": replicas},
+        })
+    }
+
+    fn failure(code: u16, reason: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                           "message": format!("mock {reason}"), "reason": reason, "code": code})
+    }
+
+    fn decision(desired: u32) -> Decision {
+        Decision {
+            time_ms: 1_767_571_200_000,
+            scaler: "web".into(),
+            series: SeriesKey { namespace: "shop".into(), deployment: "web".into(), metric: "rps".into() },
+            mode: Mode::Auto,
+            current: 2,
+            desired,
+            reason: Reason::Forecast,
+            detail: None,
+            load: Some(100.0),
+            reactive: Some(2),
+            forecast: Some(UsedForecast { origin_ms: 0, until_ms: 1_800_000, point: 200.0, upper: 240.0, level: 0.9 }),
+            model: Some("mstl".into()),
+            recent_error: Some(0.5),
+        }
+    }
+
+    /// Serves the sink's requests in order: each step checks the method and
+    /// path, sees the body, and answers with a status and JSON.
+    type Answer = Box<dyn FnOnce(&str) -> (StatusCode, serde_json::Value) + Send>;
+    type Step = (Method, &'static str, Answer);
+
+    fn serve(mut handle: Handle, steps: Vec<Step>) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                for (method, path, answer) in steps {
+                    let (request, send) = handle.next_request().await.expect("the sink's next request");
+                    assert_eq!((request.method(), request.uri().path()), (&method, path));
+                    let body = request.into_body().collect_bytes().await.unwrap();
+                    let (status, json) = answer(&String::from_utf8_lossy(&body));
+                    let response =
+                        Response::builder().status(status).body(Body::from(serde_json::to_vec(&json).unwrap()));
+                    send.send_response(response.unwrap());
+                }
+            });
+        })
+    }
+
+    const PS: &str = "/apis/prescale.dev/v1alpha1/namespaces/shop/predictivescalers/web";
+    const PS_STATUS: &str = "/apis/prescale.dev/v1alpha1/namespaces/shop/predictivescalers/web/status";
+    const SCALE: &str = "/apis/apps/v1/namespaces/shop/deployments/web/scale";
+    const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+
+    fn run_sink(steps: Vec<Step>, decisions: Vec<Decision>) -> SinkReport {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = serve(handle, steps);
+        let options = SinkOptions {
+            min_interval: Duration::ZERO,
+            backoff_base: Duration::from_millis(1),
+            ..SinkOptions::default()
+        };
+        let sink = KubeSink::start_with_client(options, move || Client::new(service, "default")).unwrap();
+        let tx = sink.sender();
+        for d in decisions {
+            assert!(tx.send(d));
+        }
+        drop(tx);
+        let report = sink.finish().unwrap();
+        server.join().unwrap();
+        report
+    }
+
+    fn ok(json: serde_json::Value) -> Answer {
+        Box::new(move |_| (StatusCode::OK, json))
+    }
+
+    #[test]
+    fn a_conflict_is_a_condition_then_a_retry_that_scales() {
+        let steps: Vec<Step> = vec![
+            (Method::GET, PS, ok(scaler_json())),
+            (Method::GET, SCALE, ok(scale_json(2, "7"))),
+            (
+                Method::PATCH,
+                SCALE,
+                Box::new(|body| {
+                    // The patch is conditional on the version read.
+                    assert!(body.contains(r#""resourceVersion":"7""#) && body.contains(r#""replicas":5"#), "{body}");
+                    (StatusCode::CONFLICT, failure(409, "Conflict"))
+                }),
+            ),
+            (
+                Method::PATCH,
+                PS_STATUS,
+                Box::new(|body| {
+                    assert!(body.contains(r#""reason":"Conflict""#) && body.contains(r#""status":"False""#), "{body}");
+                    (StatusCode::OK, scaler_json())
+                }),
+            ),
+            (Method::GET, PS, ok(scaler_json())),
+            (Method::GET, SCALE, ok(scale_json(3, "8"))),
+            (Method::PATCH, SCALE, ok(scale_json(5, "9"))),
+            (
+                Method::PATCH,
+                PS_STATUS,
+                Box::new(|body| {
+                    assert!(body.contains(r#""reason":"Scaled""#) && body.contains("from 3 to 5"), "{body}");
+                    (StatusCode::OK, scaler_json())
+                }),
+            ),
+            (
+                Method::POST,
+                EVENTS,
+                Box::new(|body| {
+                    assert!(body.contains("3 -> 5 replicas"), "{body}");
+                    (StatusCode::CREATED, serde_json::from_str(body).unwrap())
+                }),
+            ),
+        ];
+        let report = run_sink(steps, vec![decision(5)]);
+        assert_eq!((report.conflicts, report.retries, report.scaled, report.dropped), (1, 1, 1, 0), "{report:?}");
+    }
+
+    #[test]
+    fn a_refusal_is_not_retried_and_a_missing_scaler_is_skipped() {
+        let steps: Vec<Step> = vec![
+            (Method::GET, PS, ok(scaler_json())),
+            (Method::GET, SCALE, Box::new(|_| (StatusCode::FORBIDDEN, failure(403, "Forbidden")))),
+        ];
+        let report = run_sink(steps, vec![decision(5)]);
+        assert_eq!((report.retries, report.dropped, report.written), (0, 1, 0), "{report:?}");
+
+        let steps: Vec<Step> = vec![(Method::GET, PS, Box::new(|_| (StatusCode::NOT_FOUND, failure(404, "NotFound"))))];
+        let report = run_sink(steps, vec![decision(5)]);
+        assert_eq!((report.unmanaged, report.dropped, report.written), (1, 0, 0), "{report:?}");
+    }
+
+    #[test]
+    fn server_errors_are_retried_until_the_attempts_run_out() {
+        let mut steps: Vec<Step> = Vec::new();
+        for _ in 0..SinkOptions::default().max_attempts {
+            steps.push((
+                Method::GET,
+                PS,
+                Box::new(|_| (StatusCode::SERVICE_UNAVAILABLE, failure(503, "ServiceUnavailable"))),
+            ));
+        }
+        let report = run_sink(steps, vec![decision(5)]);
+        let attempts = u64::from(SinkOptions::default().max_attempts);
+        assert_eq!((report.retries, report.dropped), (attempts - 1, 1), "{report:?}");
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_and_jitters_below_it() {
