@@ -461,13 +461,11 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
                             bump(&ctx.counters.scaled);
                             TargetOutcome::Scaled { from: current, to: desired }
                         }
-                        Err(e @ ::kube::Error::Api(_)) if matches!(&e, ::kube::Error::Api(s) if s.code == 409) => {
+                        Err(::kube::Error::Api(status)) if status.code == 409 => {
                             bump(&ctx.counters.conflicts);
-                            let message = match &e {
-                                ::kube::Error::Api(s) => s.message.clone(),
-                                _ => String::new(),
-                            };
-                            conflict = Some(e);
+                            let message = status.message.clone();
+                            // Reported in the status now, retried after.
+                            conflict = Some(::kube::Error::Api(status));
                             TargetOutcome::Conflict { message }
                         }
                         Err(e) if is_not_found(&e) => {
