@@ -19,6 +19,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the pipeline. With no arguments: the built-in generator for one
     /// simulated week, then a summary.
@@ -30,6 +32,9 @@ pub enum Command {
     /// Rolling-origin forecast accuracy of every model and of the selection
     /// on a trace: MASE, sMAPE and 90% interval coverage.
     ForecastEval(ForecastEvalArgs),
+    /// Print the PredictiveScaler CustomResourceDefinition as YAML
+    /// (what `deploy/crd.yaml` holds).
+    Crd,
 }
 
 /// Flags of `prescale forecast-eval`.
@@ -149,9 +154,21 @@ pub struct RunArgs {
     /// `generator` or `replay:PATH` (CSV or JSON lines).
     #[arg(long)]
     pub source: Option<String>,
-    /// `stdout` (a summary) or `jsonl:PATH`.
+    /// `stdout` (a summary), `jsonl:PATH`, or `kubernetes` (scale the
+    /// targets of the cluster's PredictiveScalers).
     #[arg(long)]
     pub sink: Option<String>,
+    /// With `--sink kubernetes`: write status and Events, never scale.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With `--sink kubernetes`: watch PredictiveScalers in this namespace
+    /// only.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// With `--sink kubernetes`: the kubeconfig file (default: KUBECONFIG,
+    /// ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// Write every feature row as a JSON line to PATH.
     #[arg(long, value_name = "PATH")]
     pub features: Option<PathBuf>,
@@ -219,6 +236,15 @@ impl RunArgs {
         }
         if self.hosts.is_some() {
             c.cluster.hosts.clone_from(&self.hosts);
+        }
+        if self.dry_run {
+            c.kubernetes.dry_run = Some(true);
+        }
+        if self.namespace.is_some() {
+            c.kubernetes.namespace.clone_from(&self.namespace);
+        }
+        if self.kubeconfig.is_some() {
+            c.kubernetes.kubeconfig.clone_from(&self.kubeconfig);
         }
         c.generator.deployments = self.deployments.or(c.generator.deployments);
         c.generator.pods = self.pods.or(c.generator.pods);

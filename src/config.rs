@@ -35,6 +35,7 @@ use prescale_dataflows::time::{Millis, parse_datetime, parse_duration};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::kube::sink::SinkOptions;
 use crate::source::generator::{GeneratorFormat, GeneratorSettings};
 
 /// The job config file, as written.
@@ -59,6 +60,8 @@ pub struct JobConfig {
     pub sink: SinkConfig,
     /// The timely cluster.
     pub cluster: ClusterConfig,
+    /// The Kubernetes cluster of the `kubernetes` sink.
+    pub kubernetes: KubernetesConfig,
 }
 
 /// `[source]`.
@@ -264,6 +267,24 @@ pub struct ClusterConfig {
     pub hosts: Option<PathBuf>,
 }
 
+/// `[kubernetes]`: the cluster the `kubernetes` sink scales in and whose
+/// PredictiveScalers configure the job.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Kubeconfig file (default: `KUBECONFIG`, else `~/.kube/config`, else
+    /// the in-cluster service account).
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch PredictiveScalers in this namespace only (default: all).
+    pub namespace: Option<String>,
+    /// Write status and Events, never scale (default false).
+    pub dry_run: Option<bool>,
+    /// Least time between two writes to one target (default `10s`).
+    pub min_interval: Option<String>,
+    /// Field manager of prescale's writes (default `prescale`).
+    pub field_manager: Option<String>,
+}
+
 impl JobConfig {
     /// Reads and parses a config file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -301,6 +322,17 @@ pub enum SinkSettings {
     Stdout,
     /// JSON lines in a file.
     Jsonl(PathBuf),
+    /// Scale the targets of PredictiveScalers in a Kubernetes cluster.
+    Kubernetes(KubeSettings),
+}
+
+/// The `kubernetes` sink and PredictiveScaler watcher, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeSettings {
+    /// How the sink writes (kubeconfig, dry run, rate limit, backoff).
+    pub sink: SinkOptions,
+    /// The one namespace watched, if not all.
+    pub namespace: Option<String>,
 }
 
 /// The timely cluster, validated.
@@ -447,8 +479,13 @@ impl Settings {
             SinkSettings::Stdout
         } else if let Some(path) = sink_uri.strip_prefix("jsonl:").filter(|p| !p.is_empty()) {
             SinkSettings::Jsonl(PathBuf::from(path))
+        } else if sink_uri == "kubernetes" {
+            SinkSettings::Kubernetes(kube_settings(&config.kubernetes)?)
         } else {
-            return Err(Error::invalid("sink.uri", format!("{sink_uri:?}: expected `stdout` or `jsonl:PATH`")));
+            return Err(Error::invalid(
+                "sink.uri",
+                format!("{sink_uri:?}: expected `stdout`, `jsonl:PATH` or `kubernetes`"),
+            ));
         };
 
         Ok(Settings {
@@ -550,6 +587,27 @@ fn generator_settings(g: &GeneratorConfig) -> Result<GeneratorSettings> {
     })
 }
 
+fn kube_settings(k: &KubernetesConfig) -> Result<KubeSettings> {
+    let min_interval = duration("kubernetes.min_interval", k.min_interval.as_deref(), "10s")?;
+    let field_manager = k.field_manager.clone().unwrap_or_else(|| "prescale".into());
+    if field_manager.is_empty() || field_manager.len() > 128 {
+        return Err(Error::invalid("kubernetes.field_manager", "must be 1 to 128 characters"));
+    }
+    if k.namespace.as_deref().is_some_and(str::is_empty) {
+        return Err(Error::invalid("kubernetes.namespace", "must not be empty (leave it out to watch all)"));
+    }
+    Ok(KubeSettings {
+        sink: SinkOptions {
+            kubeconfig: k.kubeconfig.clone(),
+            dry_run: k.dry_run.unwrap_or(false),
+            min_interval: std::time::Duration::from_millis(min_interval),
+            field_manager,
+            ..SinkOptions::default()
+        },
+        namespace: k.namespace.clone(),
+    })
+}
+
 fn cluster_settings(c: &ClusterConfig) -> Result<ClusterSettings> {
     let workers = c.workers.unwrap_or(1);
     if workers == 0 || workers > 1024 {
@@ -622,6 +680,8 @@ mod tests {
             ("[generator]\nlate = 2.0", "generator.late"),
             ("[cluster]\nprocesses = 2", "cluster.hosts"),
             ("[decode]\nmax_value = -1.0", "decode.max_value"),
+            ("[sink]\nuri = \"kubernetes\"\n[kubernetes]\nmin_interval = \"often\"", "kubernetes.min_interval"),
+            ("[sink]\nuri = \"kubernetes\"\n[kubernetes]\nfield_manager = \"\"", "kubernetes.field_manager"),
         ] {
             let e = settings(toml).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains(field), "{toml}: {e}");

@@ -37,6 +37,10 @@ pub enum Error {
     /// The timely runtime failed (a worker panicked or could not connect).
     #[error("timely runtime: {0}")]
     Runtime(String),
+    /// Talking to Kubernetes failed (the `kubernetes` sink or the
+    /// PredictiveScaler watcher).
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kube::Error),
 }
 
 impl Error {

@@ -27,6 +27,8 @@ use timely::worker::Worker;
 
 use crate::config::{ClusterSettings, Settings, SinkSettings, SourceSettings};
 use crate::error::{Error, Result};
+use crate::kube::KubeIo;
+use crate::kube::sink::DecisionSender;
 use crate::source::{Feed, PARK, generator, replay};
 use crate::summary::{Summary, WorkerStats};
 
@@ -55,7 +57,18 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
     let settings = Arc::new(settings);
     let config = timely_config(&settings.cluster);
     let shared = Arc::clone(&settings);
-    let guards = timely::execute(config, move |worker| run_worker(worker, &shared, started)).map_err(Error::Runtime)?;
+    // The Kubernetes sink and watcher live in the process of worker 0,
+    // which alone writes decisions.
+    let mut kube = match &settings.sink {
+        SinkSettings::Kubernetes(k) if settings.cluster.process == 0 => {
+            Some(KubeIo::start(k, settings.forecast.level)?)
+        }
+        _ => None,
+    };
+    let feed =
+        kube.as_mut().map(|k| KubeFeed { decisions: k.sender(), specs: std::sync::Mutex::new(k.take_updates()) });
+    let guards = timely::execute(config, move |worker| run_worker(worker, &shared, started, feed.as_ref()))
+        .map_err(Error::Runtime)?;
     let mut summary = None;
     for result in guards.join() {
         match result {
@@ -64,6 +77,22 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
             Ok(Err(e)) => return Err(e),
             Err(panic) => return Err(Error::Runtime(panic)),
         }
+    }
+    if let Some(kube) = kube {
+        let r = kube.finish()?;
+        eprintln!(
+            "kubernetes sink: {} decisions, {} written, {} scaled, {} coalesced, {} unmanaged, {} missing targets, \
+             {} conflicts, {} retries, {} dropped",
+            r.received,
+            r.written,
+            r.scaled,
+            r.coalesced,
+            r.unmanaged,
+            r.missing_targets,
+            r.conflicts,
+            r.retries,
+            r.dropped
+        );
     }
     if let (Some(summary), Some(path)) = (&summary, &settings.summary_json) {
         let json = serde_json::to_string_pretty(summary).unwrap_or_default();
@@ -74,6 +103,14 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
         })?;
     }
     Ok(summary)
+}
+
+/// What worker 0 exchanges with the Kubernetes side: decisions out, the
+/// PredictiveScalers' specs in.
+struct KubeFeed {
+    decisions: DecisionSender,
+    /// Taken by worker 0, which alone feeds the spec input.
+    specs: std::sync::Mutex<Option<std::sync::mpsc::Receiver<SpecUpdate>>>,
 }
 
 /// A JSON-lines file written by worker 0.
@@ -121,6 +158,7 @@ impl LineFile {
 enum LineTarget {
     File(SharedFile),
     Decisions(Rc<RefCell<Vec<Decision>>>),
+    Kube(DecisionSender),
 }
 
 impl LineTarget {
@@ -131,6 +169,12 @@ impl LineTarget {
                 // The line was serialized from a Decision a moment ago.
                 if let Ok(d) = serde_json::from_str(line) {
                     all.borrow_mut().push(d);
+                }
+            }
+            LineTarget::Kube(sink) => {
+                // As above; a closed sink has already reported why.
+                if let Ok(d) = serde_json::from_str(line) {
+                    sink.send(d);
                 }
             }
         }
@@ -189,7 +233,12 @@ impl RowCounts {
     }
 }
 
-fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Result<Option<Summary>> {
+fn run_worker(
+    worker: &mut Worker,
+    settings: &Settings,
+    started: Instant,
+    kube: Option<&KubeFeed>,
+) -> Result<Option<Summary>> {
     let is_writer = worker.index() == 0;
     let mut files: Vec<SharedFile> = Vec::new();
     let mut open = |path: Option<&PathBuf>| -> Result<Option<SharedFile>> {
@@ -204,7 +253,7 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     };
     let sink_path = match &settings.sink {
         SinkSettings::Jsonl(p) => Some(p),
-        SinkSettings::Stdout => None,
+        SinkSettings::Stdout | SinkSettings::Kubernetes(_) => None,
     };
     let feature_files = line_files([open(settings.features_path.as_ref())?]);
     let forecast_files = line_files([open(settings.forecasts_path.as_ref())?]);
@@ -219,7 +268,10 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     }
     let write_features = settings.features_path.is_some();
     let write_forecasts = settings.forecasts_path.is_some();
-    let write_decisions = sink_path.is_some() || compare;
+    if let Some(k) = kube.filter(|_| is_writer) {
+        decision_targets.push(LineTarget::Kube(k.decisions.clone()));
+    }
+    let write_decisions = sink_path.is_some() || compare || kube.is_some();
     let write_rejected = settings.dead_letter_path.is_some();
 
     let counters = WindowCounters::default();
@@ -244,16 +296,47 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         write_lines(rejected, write_rejected, dead_letter, &probe);
         inputs
     });
-    // No scaler resources are watched yet: the default scaler decides.
-    specs.close();
+    // Worker 0 feeds the PredictiveScalers' specs: the ones listed when the
+    // job started at time 0, so they configure it from its first forecast,
+    // and each later change at the ingest frontier when it arrives, so
+    // creating, editing or deleting a scaler changes decisions during the
+    // run. Without the kubernetes sink only the default scaler decides, and
+    // the input closes at once.
+    let updates = match kube.filter(|_| is_writer) {
+        Some(k) => k.specs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take(),
+        None => None,
+    };
+    let mut live_specs = match updates {
+        Some(rx) => Some((rx, specs)),
+        None => {
+            specs.close();
+            None
+        }
+    };
+    let mut spec_input = |frontier: Millis| {
+        if let Some((rx, input)) = &mut live_specs {
+            for mut update in rx.try_iter() {
+                update.time_ms = *input.time();
+                input.send(update);
+            }
+            if frontier > *input.time() {
+                input.advance_to(frontier);
+            }
+        }
+    };
+    spec_input(0);
     let mut ingest = Ingest::new(inputs, settings.features.pane());
 
-    let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE);
+    let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE).on_advance(&mut spec_input);
     match &settings.source {
         SourceSettings::Generator(g) => generator::drive(&mut feed, g, &settings.decode, settings.event_time),
         SourceSettings::Replay { path, format, speedup } => {
             replay::drive(&mut feed, path, *format, *speedup, &settings.decode, settings.event_time)?
         }
+    }
+    // The source has ended: no later spec can change a decision.
+    if let Some((_, input)) = live_specs.take() {
+        input.close();
     }
     ingest.close();
     while !probe.done() {

@@ -12,7 +12,9 @@
 //! - [`simulate`]: the simulated cluster, the HPA baseline and the oracle
 //!   that backtests compare prescale's decisions with;
 //! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
-//!   on a recorded trace.
+//!   on a recorded trace;
+//! - [`kube`]: the `PredictiveScaler` resource, its watcher and the
+//!   Kubernetes sink.
 
 pub mod backtest;
 pub mod cli;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod forecast_eval;
 pub mod job;
+pub mod kube;
 pub mod simulate;
 pub mod source;
 pub mod summary;

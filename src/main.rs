@@ -72,5 +72,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Crd => {
+            print!("{}", prescale::kube::crd::crd_yaml());
+            Ok(())
+        }
     }
 }

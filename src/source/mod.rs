@@ -34,18 +34,32 @@ pub struct Feed<'a> {
     /// How far (in event time) inputs may run ahead of processed outputs.
     pub slack: Millis,
     last_progress: Instant,
+    /// Called with the ingest frontier each time it advances, for inputs
+    /// that travel alongside the records (the PredictiveScaler specs).
+    on_advance: Option<&'a mut dyn FnMut(Millis)>,
 }
 
 impl<'a> Feed<'a> {
     /// Wraps a worker's parts.
     pub fn new(worker: &'a mut Worker, ingest: &'a mut Ingest, probe: &'a ProbeHandle<Millis>, slack: Millis) -> Self {
-        Feed { worker, ingest, probe, slack, last_progress: Instant::now() }
+        Feed { worker, ingest, probe, slack, last_progress: Instant::now(), on_advance: None }
+    }
+
+    /// Calls `hook` with the ingest frontier whenever it advances, before
+    /// the dataflow is stepped: another input kept at that frontier never
+    /// holds the dataflow back.
+    pub fn on_advance(mut self, hook: &'a mut dyn FnMut(Millis)) -> Self {
+        self.on_advance = Some(hook);
+        self
     }
 
     /// Advances the ingest frontier to `time` and steps the dataflow until
     /// it has caught up to within the slack.
     pub fn advance_to(&mut self, time: Millis) {
         self.ingest.advance_to(time);
+        if let Some(hook) = &mut self.on_advance {
+            hook(self.ingest.frontier());
+        }
         let target = self.ingest.frontier().saturating_sub(self.slack);
         while self.probe.less_than(&target) {
             self.worker.step_or_park(Some(PARK));
