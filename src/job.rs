@@ -1,9 +1,15 @@
 //! A prescale job: the timely cluster, the dataflow on each worker, the
 //! source that feeds it, the writers, and the summary.
 //!
-//! Data leaves the dataflow through one writer: rows bound for a file are
-//! serialized on the worker that computed them and exchanged to worker 0,
-//! which alone writes, so a multi-process job still produces one file.
+//! Data leaves the dataflow through one writer: rows bound for a file or a
+//! Kafka topic are serialized on the worker that computed them and
+//! exchanged to worker 0, which alone writes, so a multi-process job still
+//! produces one file. The writer pushes what it wrote to the OS (files) or
+//! to the broker (Kafka, flushed) before the dataflow's frontier may pass
+//! it, so the probe's frontier is a bound on what has been written: the
+//! Kafka source commits offsets against it, and a job resuming from those
+//! commits suppresses the rows below it rather than writing them twice
+//! (see [`crate::kafka::offsets`]).
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -18,13 +24,17 @@ use prescale_dataflows::forecast::stage;
 use prescale_dataflows::ingest::{self, Ingest};
 use prescale_dataflows::time::{MINUTE, Millis};
 use timely::CommunicationConfig;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::{Exchange, Inspect, Probe};
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::config::{ClusterSettings, Settings, SinkSettings, SourceSettings};
 use crate::error::{Error, Result};
+use crate::kafka::sink::KafkaSink;
+use crate::kafka::{self, source::Plan};
 use crate::source::{Feed, PARK, generator, replay};
 use crate::summary::{Summary, WorkerStats};
 
@@ -48,8 +58,17 @@ pub fn timely_config(cluster: &ClusterSettings) -> timely::Config {
 
 /// Runs a job to its end. Returns the summary in the process that hosts
 /// worker 0, `None` in the others.
-pub fn run(settings: Settings) -> Result<Option<Summary>> {
+pub fn run(mut settings: Settings) -> Result<Option<Summary>> {
     let started = Instant::now();
+    // The embedded cluster lives until the job ends.
+    let _embedded = match &settings.source {
+        SourceSettings::KafkaEmbedded(g) => {
+            let embedded = kafka::embedded::start(g)?;
+            settings.source = SourceSettings::Kafka(embedded.source.clone());
+            Some(embedded)
+        }
+        _ => None,
+    };
     let settings = Arc::new(settings);
     let config = timely_config(&settings.cluster);
     let shared = Arc::clone(&settings);
@@ -97,6 +116,15 @@ impl LineFile {
         })))
     }
 
+    /// Hands what is buffered to the OS, so that it survives the process.
+    fn push(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.error = Some(e);
+        }
+    }
+
     fn write_line(&mut self, line: &str) {
         if self.error.is_none()
             && let Err(e) = self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n"))
@@ -114,27 +142,105 @@ impl LineFile {
     }
 }
 
+/// Where one stream's rows go: files and a Kafka topic, held by worker 0.
+struct Writers<D> {
+    files: Vec<SharedFile>,
+    kafka: Option<Rc<KafkaSink>>,
+    /// The Kafka key of a row, on every worker when a topic is written.
+    key: Option<fn(&D) -> String>,
+    /// Rows at timely times below this were written by an earlier run.
+    suppress_below: Millis,
+}
+
 /// Writes a stream as JSON lines, once: when `enabled`, every worker
-/// serializes its part and sends it to worker 0, which alone holds `files`.
+/// serializes its part (with its Kafka key) and sends it to worker 0, which
+/// alone holds the files and the producer. After each batch of work the
+/// writer pushes files to the OS and flushes the producer, before the
+/// frontier can pass the rows it wrote.
 fn write_lines<'scope, D: serde::Serialize + 'static>(
     stream: StreamVec<'scope, Millis, D>,
     enabled: bool,
-    files: Vec<SharedFile>,
+    writers: Writers<D>,
     probe: &ProbeHandle<Millis>,
 ) {
     if !enabled {
         stream.probe_with(probe);
         return;
     }
+    let Writers { files, kafka, key, suppress_below } = writers;
     stream
-        .flat_map(|row| serde_json::to_string(&row).ok())
+        .unary::<CapacityContainerBuilder<Vec<(String, String)>>, _, _, _>(Pipeline, "Serialize", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else { return };
+                    if *cap.time() < suppress_below {
+                        return;
+                    }
+                    let mut session = output.session(&cap);
+                    for batch in data {
+                        for row in batch.drain(..) {
+                            if let Ok(json) = serde_json::to_string(&row) {
+                                session.give((key.map(|k| k(&row)).unwrap_or_default(), json));
+                            }
+                        }
+                    }
+                });
+            }
+        })
         .exchange(|_| 0)
-        .inspect(move |line: &String| {
-            for f in &files {
-                f.borrow_mut().write_line(line);
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Write", move |_, _| {
+            move |input, _output| {
+                let mut wrote = false;
+                input.for_each_stamp(|_, data| {
+                    for batch in data {
+                        for (key, line) in batch.drain(..) {
+                            for f in &files {
+                                f.borrow_mut().write_line(&line);
+                            }
+                            if let Some(sink) = &kafka {
+                                sink.send(key.as_bytes(), line.as_bytes());
+                            }
+                            wrote = true;
+                        }
+                    }
+                });
+                if wrote {
+                    for f in &files {
+                        f.borrow_mut().push();
+                    }
+                    if let Some(sink) = &kafka {
+                        flush_or_exit(sink);
+                    }
+                }
             }
         })
         .probe_with(probe);
+}
+
+/// Flushes a Kafka sink before the frontier may pass what it was given. A
+/// row the broker refused after librdkafka's retries cannot be written
+/// later, and letting the frontier pass it would let the source commit
+/// offsets beyond a lost row: the process ends instead (exit 1), so a
+/// restart resumes before it.
+fn flush_or_exit(sink: &KafkaSink) {
+    let result = sink.flush().and_then(|()| match sink.failed() {
+        0 => Ok(()),
+        n => Err(Error::KafkaSetup(format!("{n} records were not delivered"))),
+    });
+    if let Err(e) = result {
+        eprintln!("prescale: {e}; stopping before any offset is committed past it");
+        std::process::exit(1);
+    }
+}
+
+/// Kafka key of a forecast: its deployment.
+fn forecast_key(row: &stage::ForecastRow) -> String {
+    format!("{}/{}", row.series.namespace, row.series.deployment)
+}
+
+/// Kafka key of a dead letter: where it came from.
+fn rejected_key(row: &prescale_dataflows::Rejected) -> String {
+    format!("{}/{}", row.origin.source, row.origin.partition)
 }
 
 /// Per-worker counts of rows, updated as rows pass.
@@ -174,15 +280,47 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     };
     let sink_path = match &settings.sink {
         SinkSettings::Jsonl(p) => Some(p),
-        SinkSettings::Stdout => None,
+        SinkSettings::Stdout | SinkSettings::Kafka(_) => None,
     };
+    let props = &settings.kafka_properties;
+    let sink_topic = match &settings.sink {
+        SinkSettings::Kafka(t) => Some(t),
+        _ => None,
+    };
+    let producer = |topic: Option<&kafka::KafkaTopic>| -> Result<Option<Rc<KafkaSink>>> {
+        match topic {
+            Some(t) if is_writer => Ok(Some(Rc::new(KafkaSink::create(t, props)?))),
+            _ => Ok(None),
+        }
+    };
+    let forecast_kafka = producer(sink_topic)?;
+    let dead_letter_kafka = producer(settings.dead_letter_kafka.as_ref())?;
+    let plan: Option<Plan> = match &settings.source {
+        SourceSettings::Kafka(k) => Some(kafka::source::plan(k, props)?),
+        _ => None,
+    };
+    let suppress_below = plan.as_ref().map_or(0, |p| p.suppress_below);
     let feature_files: Vec<SharedFile> = open(settings.features_path.as_ref())?.into_iter().collect();
     let forecast_files: Vec<SharedFile> =
         [open(settings.forecasts_path.as_ref())?, open(sink_path)?].into_iter().flatten().collect();
     let dead_letter: Vec<SharedFile> = open(settings.dead_letter_path.as_ref())?.into_iter().collect();
     let write_features = settings.features_path.is_some();
-    let write_forecasts = settings.forecasts_path.is_some() || sink_path.is_some();
-    let write_rejected = settings.dead_letter_path.is_some();
+    let write_forecasts = settings.forecasts_path.is_some() || sink_path.is_some() || sink_topic.is_some();
+    let write_rejected = settings.dead_letter_path.is_some() || settings.dead_letter_kafka.is_some();
+    let writers_of_features = Writers { files: feature_files, kafka: None, key: None, suppress_below };
+    let writers_of_forecasts = Writers {
+        files: forecast_files,
+        kafka: forecast_kafka.clone(),
+        key: sink_topic.map(|_| forecast_key as fn(&stage::ForecastRow) -> String),
+        suppress_below,
+    };
+    let writers_of_rejected = Writers {
+        files: dead_letter,
+        kafka: dead_letter_kafka.clone(),
+        key: settings.dead_letter_kafka.as_ref().map(|_| rejected_key as fn(&prescale_dataflows::Rejected) -> String),
+        // Dead letters are at least once: a restart may repeat some.
+        suppress_below: 0,
+    };
 
     let counters = WindowCounters::default();
     let row_counts = Rc::new(RowCounts::default());
@@ -195,9 +333,9 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         let counts = Rc::clone(&row_counts);
         let forecasts = stage::forecasts(rows.clone(), &settings.forecast)
             .inspect(move |_| counts.forecasts.set(counts.forecasts.get() + 1));
-        write_lines(rows, write_features, feature_files, &probe);
-        write_lines(forecasts, write_forecasts, forecast_files, &probe);
-        write_lines(rejected, write_rejected, dead_letter, &probe);
+        write_lines(rows, write_features, writers_of_features, &probe);
+        write_lines(forecasts, write_forecasts, writers_of_forecasts, &probe);
+        write_lines(rejected, write_rejected, writers_of_rejected, &probe);
         inputs
     });
     let mut ingest = Ingest::new(inputs, settings.features.pane());
@@ -208,6 +346,14 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
         SourceSettings::Replay { path, format, speedup } => {
             replay::drive(&mut feed, path, *format, *speedup, &settings.decode, settings.event_time)?
         }
+        SourceSettings::Kafka(k) => {
+            let plan = plan.unwrap_or_default();
+            let horizon = offsets_horizon(settings);
+            kafka::source::drive(&mut feed, k, props, &plan, &settings.decode, settings.event_time, horizon)?
+        }
+        SourceSettings::KafkaEmbedded(_) => {
+            return Err(Error::KafkaSetup("the embedded cluster was not started".into()));
+        }
     }
     ingest.close();
     while !probe.done() {
@@ -215,6 +361,9 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     }
     for f in &files {
         f.borrow_mut().finish()?;
+    }
+    for sink in [&forecast_kafka, &dead_letter_kafka].into_iter().flatten() {
+        sink.finish()?;
     }
 
     // Gather every worker's counts at worker 0.
@@ -247,8 +396,18 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
     let source = match &settings.source {
         SourceSettings::Generator(_) => "generator".to_owned(),
         SourceSettings::Replay { path, .. } => format!("replay:{}", path.display()),
+        SourceSettings::Kafka(k) => k.topic.uri(),
+        SourceSettings::KafkaEmbedded(_) => "kafka-embedded".to_owned(),
     };
     let workers = worker.peers();
     let totals = totals.borrow();
     Ok(Some(Summary::new(source, workers, &totals, started.elapsed().as_secs_f64())))
+}
+
+/// How far past a record's event time the output frontier must be before
+/// the record can change no output: the widest window, plus a tick.
+fn offsets_horizon(settings: &Settings) -> Millis {
+    let f = &settings.features;
+    let widest = f.tumbling.iter().copied().chain(f.sliding.iter().map(|s| s.width)).max().unwrap_or(0);
+    widest + settings.event_time.tick
 }

@@ -5,6 +5,8 @@
 //!   once into [`config::Settings`];
 //! - [`source`]: the built-in workload generator and trace replay, which
 //!   feed each timely worker its share of the partitions;
+//! - [`kafka`]: the Kafka source, its offsets, the Kafka sinks and the
+//!   embedded mock cluster; [`produce`]: the `prescale produce` command;
 //! - [`job`]: the timely cluster, the dataflow on every worker, the writers
 //!   and the [`summary`];
 //! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
@@ -15,6 +17,8 @@ pub mod config;
 pub mod error;
 pub mod forecast_eval;
 pub mod job;
+pub mod kafka;
+pub mod produce;
 pub mod source;
 pub mod summary;
 
