@@ -61,7 +61,7 @@ pub fn timely_config(cluster: &ClusterSettings) -> timely::Config {
 pub fn run(mut settings: Settings) -> Result<Option<Summary>> {
     let started = Instant::now();
     // The embedded cluster lives until the job ends.
-    let _embedded = match &settings.source {
+    let embedded = match &settings.source {
         SourceSettings::KafkaEmbedded(g) => {
             let embedded = kafka::embedded::start(g)?;
             settings.source = SourceSettings::Kafka(embedded.source.clone());
@@ -81,6 +81,9 @@ pub fn run(mut settings: Settings) -> Result<Option<Summary>> {
             Ok(Err(e)) => return Err(e),
             Err(panic) => return Err(Error::Runtime(panic)),
         }
+    }
+    if let Some(embedded) = embedded {
+        embedded.finish()?;
     }
     if let (Some(summary), Some(path)) = (&summary, &settings.summary_json) {
         let json = serde_json::to_string_pretty(summary).unwrap_or_default();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use prescale_dataflows::decode::bincode::BinarySample;
 use prescale_dataflows::decode::{DecodeOptions, Decoder, Format};
 use prescale_dataflows::record::{Interner, Sample};
-use prescale_dataflows::time::{MINUTE, Millis, format_datetime};
+use prescale_dataflows::time::{Millis, format_datetime};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -269,9 +269,11 @@ pub fn run(settings: &ProduceSettings) -> Result<u64> {
     Ok(writer.count)
 }
 
-/// Runs the generator over all its deployments, in arrival order within
-/// each deployment, handing each sample to `emit(deployment, sample,
-/// pod index)` until it returns `false`.
+/// Runs the generator over all its deployments, handing each sample to
+/// `emit(deployment, sample, pod index)` until it returns `false`. The
+/// deployments advance together one scrape at a time, so that deployments
+/// sharing a Kafka partition interleave in event time there as they would
+/// from a real adapter (a partition's watermark judges them together).
 pub fn generate(settings: &GeneratorSettings, emit: &mut dyn FnMut(&Deployment, Sample, usize) -> bool) {
     let mut interner = Interner::default();
     let mut deployments: Vec<Deployment> =
@@ -280,7 +282,7 @@ pub fn generate(settings: &GeneratorSettings, emit: &mut dyn FnMut(&Deployment, 
     let mut t = settings.start;
     let end = settings.end();
     while t < end {
-        let until = (t + 10 * MINUTE).min(end);
+        let until = (t + settings.scrape_interval).min(end);
         for deployment in &mut deployments {
             deployment.generate(settings, until, &mut |s, p| batch.push((s, p)));
             for (sample, pod) in batch.drain(..) {

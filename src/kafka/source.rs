@@ -27,6 +27,7 @@
 //! after the last record consumed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prescale_dataflows::decode::{DecodeOptions, Decoder};
@@ -43,6 +44,14 @@ use super::offsets::{CommitMark, PartitionProgress};
 use super::{KafkaSourceSettings, Properties, StartFrom, kafka_error};
 use crate::error::{Error, Result};
 use crate::source::{Feed, PARK};
+
+/// Messages consumed by every Kafka source of this process (the embedded
+/// producer paces itself by it).
+pub static CONSUMED: AtomicU64 = AtomicU64::new(0);
+
+/// How long a worker with nothing to read waits for a message before it
+/// steps its dataflow again.
+const POLL_WAIT: Duration = Duration::from_millis(5);
 
 /// How long metadata and offset queries may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -68,6 +77,10 @@ fn consumer(settings: &KafkaSourceSettings, properties: &Properties) -> Result<B
         ("enable.partition.eof", "false"),
         ("auto.offset.reset", "earliest"),
         ("client.id", "prescale"),
+        // librdkafka pauses a partition's fetching for this long once its
+        // local queue is full (default 1 s): the worker drains the queue
+        // far sooner, so fetch again almost at once.
+        ("fetch.queue.backoff.ms", "10"),
     ];
     super::client_config(&settings.topic.brokers, &defaults, properties)
         .create()
@@ -174,12 +187,16 @@ pub fn drive(
     let mut last_commit = started;
     let mut committed: Vec<(i64, CommitMark)> = Vec::new();
     let mut errors_reported = 0u32;
+    let mut empty_round = false;
     const BATCH: usize = 20_000;
     loop {
         let mut got = 0;
         let polled_at = Instant::now();
         while got < BATCH {
-            let message = match consumer.poll(Duration::ZERO) {
+            // After an empty round, wait for the next message (librdkafka
+            // wakes the poll as soon as one arrives) instead of spinning.
+            let wait = if got == 0 && empty_round { POLL_WAIT } else { Duration::ZERO };
+            let message = match consumer.poll(wait) {
                 None => break,
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
@@ -226,6 +243,7 @@ pub fn drive(
         let now = Instant::now();
         if got > 0 {
             last_any = now;
+            CONSUMED.fetch_add(got as u64, Ordering::Relaxed);
         }
         // The frontier: the least watermark of the partitions not idle.
         let mut least: Option<Millis> = None;
@@ -244,8 +262,9 @@ pub fn drive(
         } else {
             feed.ingest.flush();
         }
-        if got == 0 {
-            feed.worker.step_or_park(Some(PARK * 5));
+        empty_round = got == 0;
+        if empty_round {
+            feed.worker.step();
         }
         if now.duration_since(last_commit) >= settings.commit_interval {
             last_commit = now;
