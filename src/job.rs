@@ -408,9 +408,11 @@ fn run_worker(worker: &mut Worker, settings: &Settings, started: Instant) -> Res
 }
 
 /// How far past a record's event time the output frontier must be before
-/// the record can change no output: the widest window, plus a tick.
+/// a restart no longer needs the record: the widest window (its windows
+/// are final), plus the longest lag (a later window's lag row reads its
+/// window's mean), plus a tick.
 fn offsets_horizon(settings: &Settings) -> Millis {
     let f = &settings.features;
     let widest = f.tumbling.iter().copied().chain(f.sliding.iter().map(|s| s.width)).max().unwrap_or(0);
-    widest + settings.event_time.tick
+    widest + f.lags.iter().copied().max().unwrap_or(0) + settings.event_time.tick
 }

@@ -14,8 +14,8 @@
 //! partitions' watermark ticks, except partitions that delivered nothing
 //! for the idle timeout: they stop holding the frontier back until they
 //! deliver again (a record that then falls behind the frontier is rejected
-//! as `late`). Until every live partition has delivered a record, the
-//! frontier waits. Undecodable messages become rejections carrying the
+//! as `late`). Until every live partition has delivered a record or been
+//! read to its end while empty, the frontier waits. Undecodable messages become rejections carrying the
 //! topic, partition and offset.
 //!
 //! The worker polls without blocking between steps of its dataflow and
@@ -37,6 +37,7 @@ use prescale_dataflows::time::Millis;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rustc_hash::FxHashMap;
 
@@ -74,7 +75,7 @@ fn consumer(settings: &KafkaSourceSettings, properties: &Properties) -> Result<B
         ("group.id", settings.group.as_str()),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
-        ("enable.partition.eof", "false"),
+        ("enable.partition.eof", "true"),
         ("auto.offset.reset", "earliest"),
         ("client.id", "prescale"),
         // librdkafka pauses a partition's fetching for this long once its
@@ -131,6 +132,8 @@ struct Owned {
     clock: PartitionClock,
     progress: PartitionProgress,
     last_record: Instant,
+    /// Read to its end at least once.
+    at_end: bool,
 }
 
 /// Consumes this worker's partitions into the dataflow until idle (with
@@ -171,7 +174,13 @@ pub fn drive(
         assignment
             .add_partition_offset(topic, partition, offset)
             .map_err(kafka_error(format!("assigning partition {partition}")))?;
-        owned.push(Owned { partition, clock, progress: PartitionProgress::new(start, max_seen), last_record: started });
+        owned.push(Owned {
+            partition,
+            clock,
+            progress: PartitionProgress::new(start, max_seen),
+            last_record: started,
+            at_end: false,
+        });
     }
     if owned.is_empty() {
         return Ok(());
@@ -199,6 +208,12 @@ pub fn drive(
             let message = match consumer.poll(wait) {
                 None => break,
                 Some(Ok(m)) => m,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(&i) = slot.get(&p) {
+                        owned[i].at_end = true;
+                    }
+                    continue;
+                }
                 Some(Err(e)) => {
                     // Transient client errors (a broker restarting) are
                     // retried by librdkafka; report the first few.
@@ -254,6 +269,8 @@ pub fn drive(
             }
             match part.clock.tick() {
                 Some(t) => least = Some(least.map_or(t, |l| l.min(t))),
+                // An empty partition read to its end holds nothing back.
+                None if part.at_end => {}
                 None => waiting = true,
             }
         }
