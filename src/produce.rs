@@ -3,7 +3,8 @@
 //!
 //! Records are keyed by deployment, so the default partitioner keeps each
 //! deployment's records in one partition, in order. A trace is produced in
-//! file order, either as it is (`as-is`: each line one message, bad lines
+//! event-time order (stable, so a series keeps its file order), either as
+//! it is (`as-is`: each line one message, bad lines
 //! included, so the consumer accounts for them) or decoded and re-encoded
 //! (`adapter-json`, `blog-json`, `bincode`; lines that do not decode are
 //! skipped and counted). The generator's samples are encoded the same way.
@@ -209,20 +210,31 @@ pub fn run(settings: &ProduceSettings) -> Result<u64> {
             let format = Format::guess(&path.to_string_lossy(), first);
             let mut decoder = Decoder::new(format, settings.decode.clone(), "produce");
             let mut buffer = Vec::with_capacity(256);
-            let mut samples: Vec<Sample> = Vec::new();
+            // Decode everything first, then produce in event-time order
+            // (stable): a trace file sorted by series becomes the stream
+            // an adapter would write, where series sharing a partition
+            // interleave in time. A line that does not decode keeps the
+            // time of the line before it.
+            let mut records: Vec<(Millis, &str, Vec<Sample>)> = Vec::new();
+            let mut previous: Millis = 0;
             for (number, line) in text.lines().enumerate() {
                 if line.trim().is_empty() || (format == Format::Csv && line.starts_with("timestamp,")) {
                     continue;
                 }
-                samples.clear();
+                let mut samples = Vec::new();
                 decoder.decode(line, 0, number as u64 + 1, &mut |r| {
                     if let Ok(s) = r {
                         samples.push(s);
                     }
                 });
+                previous = samples.first().map_or(previous, |s| s.time);
+                records.push((previous, line, samples));
+            }
+            records.sort_by_key(|(t, _, _)| *t);
+            for (time, line, samples) in records {
                 let more = if settings.format == OutFormat::AsIs {
                     let key = samples.first().map_or("", |s| s.series.key().deployment.as_str());
-                    writer.send(key, line.as_bytes(), samples.first().map(|s| s.time))
+                    writer.send(key, line.as_bytes(), Some(time))
                 } else if samples.is_empty() {
                     skipped += 1;
                     true
