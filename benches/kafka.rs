@@ -161,13 +161,16 @@ fn bench(c: &mut Criterion) {
     let broker = Broker::get();
     let mut group = c.benchmark_group("kafka");
     group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(1));
-    for (name, out, format) in
-        [("bincode", OutFormat::Bincode, Format::Bincode), ("adapter-json", OutFormat::AdapterJson, Format::AdapterJson)]
-    {
+    for (name, out, format) in [
+        ("bincode", OutFormat::Bincode, Format::Bincode),
+        ("adapter-json", OutFormat::AdapterJson, Format::AdapterJson),
+    ] {
         let topic = broker.topic(name);
         let records = fill(&broker, &topic, out);
         group.throughput(Throughput::Elements(records));
-        group.bench_function(BenchmarkId::new("consume", name), |b| b.iter(|| consume(&broker, &topic, format, records)));
+        group.bench_function(BenchmarkId::new("consume", name), |b| {
+            b.iter(|| consume(&broker, &topic, format, records))
+        });
         for workers in [1, 2] {
             group.bench_function(BenchmarkId::new(format!("job/{name}"), format!("{workers}w")), |b| {
                 b.iter(|| job(&broker, &topic, name, workers, records))

@@ -21,10 +21,11 @@
 //! The worker polls without blocking between steps of its dataflow and
 //! parks briefly when there is nothing to read. Every commit interval it
 //! commits, per partition, the offset from which a restart must read again
-//! ([`super::offsets`]). With `exit_when_idle`, the worker stops once no
-//! record has reached it for that long, closes its input (every window is
-//! flushed), waits until the outputs are complete and commits the offsets
-//! after the last record consumed.
+//! ([`super::offsets`]). With `exit_when_idle`, the worker stops once it
+//! has read each of its partitions to the end and no record has reached it
+//! for that long; it closes its input (every window is flushed), waits
+//! until the outputs are complete and commits the offsets after the last
+//! record consumed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,7 +133,7 @@ struct Owned {
     clock: PartitionClock,
     progress: PartitionProgress,
     last_record: Instant,
-    /// Read to its end at least once.
+    /// Read to its end, and no record since.
     at_end: bool,
 }
 
@@ -228,6 +229,7 @@ pub fn drive(
             let Some(&i) = slot.get(&message.partition()) else { continue };
             let part = &mut owned[i];
             part.last_record = polled_at;
+            part.at_end = false;
             let offset = message.offset();
             let partition = part.partition as u32;
             let ingest = &mut *feed.ingest;
@@ -287,7 +289,10 @@ pub fn drive(
             last_commit = now;
             commit(&consumer, topic, &mut owned, frontier(feed), None, &mut committed, CommitMode::Async)?;
         }
-        if settings.exit_when_idle.is_some_and(|d| now.duration_since(last_any) >= d) {
+        // Idle means read to the end of every partition, then nothing new
+        // for the whole duration (not merely slow to start).
+        if settings.exit_when_idle.is_some_and(|d| now.duration_since(last_any) >= d) && owned.iter().all(|p| p.at_end)
+        {
             break;
         }
     }
