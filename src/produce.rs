@@ -357,3 +357,47 @@ impl ProduceSettings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prescale_dataflows::record::Interner;
+
+    #[test]
+    fn flags_parse_or_name_the_flag() {
+        assert_eq!(parse_rate("50000/s").ok(), Some(50_000.0));
+        assert_eq!(parse_rate("2.5").ok(), Some(2.5));
+        for bad in ["0", "-1/s", "fast", "NaN"] {
+            let e = parse_rate(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("--rate"), "{bad}: {e}");
+        }
+        assert_eq!(OutFormat::parse("bincode").ok(), Some(OutFormat::Bincode));
+        assert!(OutFormat::parse("avro").is_err());
+    }
+
+    /// Every encoding decodes back to the sample it was made from (the
+    /// pod by its hash, which is all a sample keeps of it).
+    #[test]
+    fn encodings_decode_to_the_same_sample() {
+        let mut interner = Interner::default();
+        let sample = Sample {
+            time: 1_767_225_615_250,
+            series: interner.series("shop", "checkout", "cpu_usage"),
+            pod: prescale_dataflows::record::stable_hash("checkout-7d9f8-abcde"),
+            value: 0.1 + 0.2,
+        };
+        for (out, format) in [
+            (OutFormat::Bincode, Format::Bincode),
+            (OutFormat::AdapterJson, Format::AdapterJson),
+            (OutFormat::BlogJson, Format::BlogJson),
+        ] {
+            let mut bytes = Vec::new();
+            encode(out, &sample, "checkout-7d9f8-abcde", &mut bytes);
+            let options = DecodeOptions { namespace: "shop".into(), ..DecodeOptions::default() };
+            let mut decoder = Decoder::new(format, options, "test");
+            let mut got = Vec::new();
+            decoder.decode_bytes(&bytes, 0, 0, &mut |r| got.push(r.map_err(|e| e.detail)));
+            assert_eq!(got, vec![Ok(sample.clone())], "{out:?}: {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+}
