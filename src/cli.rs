@@ -29,6 +29,9 @@ pub enum Command {
     /// prescale with HPA, an oracle and a static peak on a simulated
     /// cluster, at a common target and at equal service.
     Backtest(BacktestArgs),
+    /// Write a trace or the generator's stream to a Kafka topic, keyed by
+    /// deployment, for users and benchmarks.
+    Produce(ProduceArgs),
     /// Rolling-origin forecast accuracy of every model and of the selection
     /// on a trace: MASE, sMAPE and 90% interval coverage.
     ForecastEval(ForecastEvalArgs),
@@ -145,17 +148,81 @@ impl BacktestArgs {
     }
 }
 
+/// Flags of `prescale produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Bootstrap servers, `HOST:PORT[,HOST:PORT…]`.
+    #[arg(long)]
+    pub brokers: String,
+    /// The topic (it must exist).
+    #[arg(long)]
+    pub topic: String,
+    /// A trace to produce (CSV or JSON lines).
+    #[arg(long, value_name = "PATH", conflicts_with = "generator", required_unless_present = "generator")]
+    pub trace: Option<PathBuf>,
+    /// Produce the built-in generator's stream (see `[generator]` in the
+    /// job config, e.g. `--config`, `--duration`, `--deployments`).
+    #[arg(long)]
+    pub generator: bool,
+    /// Message format: `adapter-json`, `blog-json`, `bincode`, or `as-is`
+    /// (a trace's lines unchanged; the default for a trace; `bincode` is
+    /// the generator's default).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// At most N records per second (default: as fast as possible).
+    #[arg(long, value_name = "N/s")]
+    pub rate: Option<String>,
+    /// Pace by event time at this speed-up (e.g. 60: an hour a minute).
+    #[arg(long)]
+    pub speedup: Option<f64>,
+    /// Stop after N records.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Job config for `[generator]`, `[decode]` and `[kafka]` settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Generator: simulated time (default 7d).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Generator: deployments (default 20).
+    #[arg(long)]
+    pub deployments: Option<usize>,
+    /// Generator: pods per deployment (default 5).
+    #[arg(long)]
+    pub pods: Option<usize>,
+}
+
 /// Flags of `prescale run`; each overrides the same field of `--config`.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
     /// TOML job definition; every field optional (see README).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// `generator` or `replay:PATH` (CSV or JSON lines).
+    /// `generator`, `replay:PATH` (CSV or JSON lines),
+    /// `kafka://HOST:PORT/TOPIC` or `kafka-embedded`.
     #[arg(long)]
     pub source: Option<String>,
-    /// `stdout` (a summary), `jsonl:PATH`, or `kubernetes` (scale the
-    /// targets of the cluster's PredictiveScalers).
+    /// Format of a replayed file or of Kafka messages: `csv`,
+    /// `adapter-json`, `blog-json` or `bincode`.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Kafka: start from the `beginning`, the group's `committed` offsets
+    /// (default) or the `latest` records.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Kafka: consumer group of the committed offsets (default `prescale`).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Kafka: end once no record arrived for this long (e.g. `5s`).
+    #[arg(long, value_name = "DURATION")]
+    pub exit_when_idle: Option<String>,
+    /// Kafka: a partition silent this long stops holding the frontier
+    /// back (default `10s`).
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Where decisions go: `stdout` (a summary), `jsonl:PATH`,
+    /// `kafka://HOST:PORT/TOPIC`, or `kubernetes` (scale the targets of the
+    /// cluster's PredictiveScalers).
     #[arg(long)]
     pub sink: Option<String>,
     /// With `--sink kubernetes`: write status and Events, never scale.
@@ -175,7 +242,8 @@ pub struct RunArgs {
     /// Write every forecast as a JSON line to PATH.
     #[arg(long, value_name = "PATH")]
     pub forecasts: Option<PathBuf>,
-    /// Write every rejected record as a JSON line to PATH.
+    /// Write every rejected record as a JSON line to PATH, or to the
+    /// topic of `kafka://HOST:PORT/TOPIC`.
     #[arg(long, value_name = "PATH")]
     pub dead_letter: Option<PathBuf>,
     /// Write the summary as one JSON object to PATH.
@@ -222,6 +290,13 @@ impl RunArgs {
         set(&mut c.source.uri, &self.source);
         set(&mut c.sink.uri, &self.sink);
         set(&mut c.generator.duration, &self.duration);
+        set(&mut c.source.from, &self.from);
+        set(&mut c.source.group, &self.group);
+        set(&mut c.source.exit_when_idle, &self.exit_when_idle);
+        set(&mut c.source.idle_timeout, &self.idle_timeout);
+        if let Some(f) = &self.format {
+            c.source.format = Some(parse_format("--format", f)?);
+        }
         if self.features.is_some() {
             c.sink.features.clone_from(&self.features);
         }
@@ -257,4 +332,10 @@ impl RunArgs {
         }
         Ok(c)
     }
+}
+
+/// Parses a format name as the config spells it.
+pub fn parse_format(field: &str, text: &str) -> Result<prescale_dataflows::decode::Format> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| Error::invalid(field, format!("{text:?}: expected csv, adapter-json, blog-json or bincode")))
 }

@@ -23,6 +23,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use prescale_dataflows::decide::{
     Behavior, DecideSettings, FallbackSpec, Mode, PolicyKind, ScalerSpec, ScalingPolicy, ScalingRules, SelectPolicy,
@@ -35,6 +36,7 @@ use prescale_dataflows::time::{Millis, parse_datetime, parse_duration};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::kafka::{KafkaSourceSettings, KafkaTopic, Properties, StartFrom};
 use crate::kube::sink::SinkOptions;
 use crate::source::generator::{GeneratorFormat, GeneratorSettings};
 
@@ -62,17 +64,46 @@ pub struct JobConfig {
     pub cluster: ClusterConfig,
     /// The Kubernetes cluster of the `kubernetes` sink.
     pub kubernetes: KubernetesConfig,
+    /// Settings of every Kafka client.
+    pub kafka: KafkaConfig,
+}
+
+/// `[kafka]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// librdkafka properties passed to every consumer and producer (TLS,
+    /// SASL, fetch sizes…), e.g. `{ "security.protocol" = "SSL" }`; they
+    /// override prescale's own defaults. Default: none.
+    pub properties: Properties,
 }
 
 /// `[source]`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// `generator` (default) or `replay:PATH` (a CSV or JSON-lines trace).
+    /// `generator` (default), `replay:PATH` (a CSV or JSON-lines trace),
+    /// `kafka://HOST:PORT/TOPIC` or `kafka-embedded` (the generator through
+    /// an in-process mock Kafka cluster).
     pub uri: Option<String>,
-    /// Format of a replayed file: `csv`, `adapter-json` or `blog-json`.
-    /// Default: told from the file name and its first record.
+    /// Format of a replayed file or of Kafka messages: `csv`,
+    /// `adapter-json`, `blog-json` or `bincode`. Default: for a file, told
+    /// from its name and first record; for Kafka, `adapter-json`.
     pub format: Option<Format>,
+    /// Kafka: where to start, `beginning`, `committed` (default: where the
+    /// group's last commit says, else the beginning) or `latest`.
+    pub from: Option<String>,
+    /// Kafka: the consumer group offsets are committed under (default
+    /// `prescale`).
+    pub group: Option<String>,
+    /// Kafka: a partition silent this long stops holding the frontier back
+    /// (default `10s`, wall time).
+    pub idle_timeout: Option<String>,
+    /// Kafka: end the job once no record arrived for this long, after
+    /// flushing every window (default: never; run until stopped).
+    pub exit_when_idle: Option<String>,
+    /// Kafka: how often progress is committed (default `1s`).
+    pub commit_interval: Option<String>,
     /// Replay speed-up over event time (e.g. 60 replays an hour a minute);
     /// default 0: as fast as possible.
     pub speedup: Option<f64>,
@@ -313,6 +344,11 @@ pub enum SourceSettings {
         /// Speed-up over event time; 0 is as fast as possible.
         speedup: f64,
     },
+    /// A Kafka topic.
+    Kafka(KafkaSourceSettings),
+    /// The generator, produced into an in-process mock cluster and read
+    /// back through the Kafka source.
+    KafkaEmbedded(GeneratorSettings),
 }
 
 /// Where the last stage's rows go.
@@ -322,6 +358,8 @@ pub enum SinkSettings {
     Stdout,
     /// JSON lines in a file.
     Jsonl(PathBuf),
+    /// JSON messages to a Kafka topic, keyed by `namespace/deployment`.
+    Kafka(KafkaTopic),
     /// Scale the targets of PredictiveScalers in a Kubernetes cluster.
     Kubernetes(KubeSettings),
 }
@@ -376,6 +414,10 @@ pub struct Settings {
     pub forecasts_path: Option<PathBuf>,
     /// Dead-letter file.
     pub dead_letter_path: Option<PathBuf>,
+    /// Dead-letter topic (`sink.dead_letter = "kafka://HOST:PORT/TOPIC"`).
+    pub dead_letter_kafka: Option<KafkaTopic>,
+    /// librdkafka properties of every Kafka client.
+    pub kafka_properties: Properties,
     /// Summary JSON file.
     pub summary_json: Option<PathBuf>,
     /// The cluster.
@@ -470,8 +512,15 @@ impl Settings {
                 return Err(Error::invalid("source.speedup", format!("{speedup} must be 0 or more")));
             }
             SourceSettings::Replay { path: PathBuf::from(path), format: config.source.format, speedup }
+        } else if uri == "kafka-embedded" {
+            SourceSettings::KafkaEmbedded(generator_settings(&config.generator)?)
+        } else if uri.starts_with("kafka://") {
+            SourceSettings::Kafka(kafka_source(uri, &config.source)?)
         } else {
-            return Err(Error::invalid("source.uri", format!("{uri:?}: expected `generator` or `replay:PATH`")));
+            return Err(Error::invalid(
+                "source.uri",
+                format!("{uri:?}: expected `generator`, `replay:PATH`, `kafka://HOST:PORT/TOPIC` or `kafka-embedded`"),
+            ));
         };
 
         let sink_uri = config.sink.uri.as_deref().unwrap_or("stdout");
@@ -479,13 +528,21 @@ impl Settings {
             SinkSettings::Stdout
         } else if let Some(path) = sink_uri.strip_prefix("jsonl:").filter(|p| !p.is_empty()) {
             SinkSettings::Jsonl(PathBuf::from(path))
+        } else if sink_uri.starts_with("kafka://") {
+            SinkSettings::Kafka(KafkaTopic::parse("sink.uri", sink_uri)?)
         } else if sink_uri == "kubernetes" {
             SinkSettings::Kubernetes(kube_settings(&config.kubernetes)?)
         } else {
             return Err(Error::invalid(
                 "sink.uri",
-                format!("{sink_uri:?}: expected `stdout`, `jsonl:PATH` or `kubernetes`"),
+                format!("{sink_uri:?}: expected `stdout`, `jsonl:PATH`, `kafka://HOST:PORT/TOPIC` or `kubernetes`"),
             ));
+        };
+        let (dead_letter_path, dead_letter_kafka) = match &config.sink.dead_letter {
+            Some(p) if p.to_string_lossy().starts_with("kafka://") => {
+                (None, Some(KafkaTopic::parse("sink.dead_letter", &p.to_string_lossy())?))
+            }
+            other => (other.clone(), None),
         };
 
         Ok(Settings {
@@ -498,7 +555,9 @@ impl Settings {
             sink,
             features_path: config.sink.features.clone(),
             forecasts_path: config.sink.forecasts.clone(),
-            dead_letter_path: config.sink.dead_letter.clone(),
+            dead_letter_path,
+            dead_letter_kafka,
+            kafka_properties: config.kafka.properties.clone(),
             summary_json: config.sink.summary_json.clone(),
             cluster: cluster_settings(&config.cluster)?,
         })
@@ -556,6 +615,33 @@ fn decide_settings(c: &DecideConfig) -> Result<DecideSettings> {
     }
     .validate("decide")?;
     Ok(DecideSettings { default: c.default_scaler.unwrap_or(true).then_some(spec), reactive_width: None })
+}
+
+fn wall_duration(field: &str, text: Option<&str>, default: &str) -> Result<Duration> {
+    let ms = duration(field, text, default)?;
+    if ms == 0 {
+        return Err(Error::invalid(field, "must be more than 0"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn kafka_source(uri: &str, s: &SourceConfig) -> Result<KafkaSourceSettings> {
+    let group = s.group.clone().unwrap_or_else(|| "prescale".to_owned());
+    if group.is_empty() {
+        return Err(Error::invalid("source.group", "must not be empty"));
+    }
+    Ok(KafkaSourceSettings {
+        topic: KafkaTopic::parse("source.uri", uri)?,
+        format: s.format.unwrap_or(Format::AdapterJson),
+        from: StartFrom::parse("source.from", s.from.as_deref().unwrap_or("committed"))?,
+        group,
+        idle_timeout: wall_duration("source.idle_timeout", s.idle_timeout.as_deref(), "10s")?,
+        exit_when_idle: match &s.exit_when_idle {
+            Some(text) => Some(wall_duration("source.exit_when_idle", Some(text), "")?),
+            None => None,
+        },
+        commit_interval: wall_duration("source.commit_interval", s.commit_interval.as_deref(), "1s")?,
+    })
 }
 
 fn generator_settings(g: &GeneratorConfig) -> Result<GeneratorSettings> {
@@ -682,6 +768,11 @@ mod tests {
             ("[decode]\nmax_value = -1.0", "decode.max_value"),
             ("[sink]\nuri = \"kubernetes\"\n[kubernetes]\nmin_interval = \"often\"", "kubernetes.min_interval"),
             ("[sink]\nuri = \"kubernetes\"\n[kubernetes]\nfield_manager = \"\"", "kubernetes.field_manager"),
+            ("[source]\nuri = \"kafka://h:1/t\"\nfrom = \"now\"", "source.from"),
+            ("[source]\nuri = \"kafka://h:1/t\"\nidle_timeout = \"0s\"", "source.idle_timeout"),
+            ("[source]\nuri = \"kafka://nohost/t\"", "source.uri"),
+            ("[sink]\nuri = \"kafka://h:1/\"", "sink.uri"),
+            ("[sink]\ndead_letter = \"kafka://h:1\"", "sink.dead_letter"),
         ] {
             let e = settings(toml).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains(field), "{toml}: {e}");
@@ -714,6 +805,33 @@ mod tests {
         assert_eq!(s.sink, SinkSettings::Jsonl("out.jsonl".into()));
         assert_eq!(s.cluster.workers, 2);
         assert!(matches!(s.source, SourceSettings::Replay { speedup: 60.0, .. }));
+    }
+
+    #[test]
+    fn a_kafka_config_parses() {
+        let s = settings(
+            r#"
+            [source]
+            uri = "kafka://127.0.0.1:9092/metrics"
+            format = "bincode"
+            from = "beginning"
+            group = "g"
+            exit_when_idle = "5s"
+            [sink]
+            uri = "kafka://127.0.0.1:9092/forecasts"
+            dead_letter = "kafka://127.0.0.1:9092/dead"
+            [kafka]
+            properties = { "security.protocol" = "plaintext" }
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let SourceSettings::Kafka(k) = &s.source else { panic!("a kafka source: {:?}", s.source) };
+        assert_eq!((k.format, k.from, k.group.as_str()), (Format::Bincode, StartFrom::Beginning, "g"));
+        assert_eq!((k.idle_timeout, k.exit_when_idle), (Duration::from_secs(10), Some(Duration::from_secs(5))));
+        assert!(matches!(&s.sink, SinkSettings::Kafka(t) if t.topic == "forecasts"));
+        assert_eq!(s.dead_letter_kafka.as_ref().map(|t| t.topic.as_str()), Some("dead"));
+        assert_eq!(s.dead_letter_path, None);
+        assert_eq!(s.kafka_properties.get("security.protocol").map(String::as_str), Some("plaintext"));
     }
 }
 

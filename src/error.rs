@@ -34,6 +34,18 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A Kafka client failed (brokers unreachable, topic missing, a
+    /// delivery that could not be completed).
+    #[error("kafka: {what}: {source}")]
+    Kafka {
+        /// What was being done, with the topic.
+        what: String,
+        /// The client's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// A Kafka topic or cluster is not as the job needs it.
+    #[error("kafka: {0}")]
+    KafkaSetup(String),
     /// The timely runtime failed (a worker panicked or could not connect).
     #[error("timely runtime: {0}")]
     Runtime(String),

@@ -1,9 +1,15 @@
 //! A prescale job: the timely cluster, the dataflow on each worker, the
 //! source that feeds it, the writers, and the summary.
 //!
-//! Data leaves the dataflow through one writer: rows bound for a file are
-//! serialized on the worker that computed them and exchanged to worker 0,
-//! which alone writes, so a multi-process job still produces one file.
+//! Data leaves the dataflow through one writer: rows bound for a file or a
+//! Kafka topic are serialized on the worker that computed them and
+//! exchanged to worker 0, which alone writes, so a multi-process job still
+//! produces one file. The writer pushes what it wrote to the OS (files) or
+//! to the broker (Kafka, flushed) before the dataflow's frontier may pass
+//! it, so the probe's frontier is a bound on what has been written: the
+//! Kafka source commits offsets against it, and a job resuming from those
+//! commits suppresses the rows below it rather than writing them twice
+//! (see [`crate::kafka::offsets`]).
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -20,13 +26,16 @@ use prescale_dataflows::ingest::{self, Ingest};
 use prescale_dataflows::time::{MINUTE, Millis};
 use timely::CommunicationConfig;
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::{Exchange, Inspect, Probe};
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::config::{ClusterSettings, Settings, SinkSettings, SourceSettings};
 use crate::error::{Error, Result};
+use crate::kafka::sink::KafkaSink;
+use crate::kafka::{self, source::Plan};
 use crate::kube::KubeIo;
 use crate::kube::sink::DecisionSender;
 use crate::source::{Feed, PARK, generator, replay};
@@ -52,8 +61,17 @@ pub fn timely_config(cluster: &ClusterSettings) -> timely::Config {
 
 /// Runs a job to its end. Returns the summary in the process that hosts
 /// worker 0, `None` in the others.
-pub fn run(settings: Settings) -> Result<Option<Summary>> {
+pub fn run(mut settings: Settings) -> Result<Option<Summary>> {
     let started = Instant::now();
+    // The embedded cluster lives until the job ends.
+    let embedded = match &settings.source {
+        SourceSettings::KafkaEmbedded(g) => {
+            let embedded = kafka::embedded::start(g)?;
+            settings.source = SourceSettings::Kafka(embedded.source.clone());
+            Some(embedded)
+        }
+        _ => None,
+    };
     let settings = Arc::new(settings);
     let config = timely_config(&settings.cluster);
     let shared = Arc::clone(&settings);
@@ -93,6 +111,9 @@ pub fn run(settings: Settings) -> Result<Option<Summary>> {
             r.retries,
             r.dropped
         );
+    }
+    if let Some(embedded) = embedded {
+        embedded.finish()?;
     }
     if let (Some(summary), Some(path)) = (&summary, &settings.summary_json) {
         let json = serde_json::to_string_pretty(summary).unwrap_or_default();
@@ -136,6 +157,15 @@ impl LineFile {
         })))
     }
 
+    /// Hands what is buffered to the OS, so that it survives the process.
+    fn push(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.error = Some(e);
+        }
+    }
+
     fn write_line(&mut self, line: &str) {
         if self.error.is_none()
             && let Err(e) = self.out.write_all(line.as_bytes()).and_then(|_| self.out.write_all(b"\n"))
@@ -153,61 +183,115 @@ impl LineFile {
     }
 }
 
-/// Where worker 0 puts a line: a file, or memory for the end-of-run
-/// comparison.
-enum LineTarget {
-    File(SharedFile),
-    Decisions(Rc<RefCell<Vec<Decision>>>),
-    Kube(DecisionSender),
-}
+/// Something at worker 0 that takes each line of a stream.
+type LineTaker = Box<dyn Fn(&str)>;
 
-impl LineTarget {
-    fn take(&self, line: &str) {
-        match self {
-            LineTarget::File(f) => f.borrow_mut().write_line(line),
-            LineTarget::Decisions(all) => {
-                // The line was serialized from a Decision a moment ago.
-                if let Ok(d) = serde_json::from_str(line) {
-                    all.borrow_mut().push(d);
-                }
-            }
-            LineTarget::Kube(sink) => {
-                // As above; a closed sink has already reported why.
-                if let Ok(d) = serde_json::from_str(line) {
-                    sink.send(d);
-                }
-            }
-        }
-    }
+/// Where one stream's rows go: files and a Kafka topic, held by worker 0.
+struct Writers<D> {
+    files: Vec<SharedFile>,
+    kafka: Option<Rc<KafkaSink>>,
+    /// The Kafka key of a row, on every worker when a topic is written.
+    key: Option<fn(&D) -> String>,
+    /// Rows at timely times below this were written by an earlier run.
+    suppress_below: Millis,
+    /// Other takers of each line at worker 0: the end-of-run comparison,
+    /// the Kubernetes sink.
+    others: Vec<LineTaker>,
 }
 
 /// Writes a stream as JSON lines, once: when `enabled`, every worker
-/// serializes its part and sends it to worker 0, which alone holds the
-/// targets. Rows travel as JSON because some use serde features (flatten)
-/// that timely's binary encoding between processes does not support.
+/// serializes its part (with its Kafka key) and sends it to worker 0, which
+/// alone holds the files and the producer. After each batch of work the
+/// writer pushes files to the OS and flushes the producer, before the
+/// frontier can pass the rows it wrote.
 fn write_lines<'scope, D: serde::Serialize + 'static>(
     stream: StreamVec<'scope, Millis, D>,
     enabled: bool,
-    targets: Vec<LineTarget>,
+    writers: Writers<D>,
     probe: &ProbeHandle<Millis>,
 ) {
     if !enabled {
         stream.probe_with(probe);
         return;
     }
+    let Writers { files, kafka, key, suppress_below, others } = writers;
     stream
-        .flat_map(|row| serde_json::to_string(&row).ok())
+        .unary::<CapacityContainerBuilder<Vec<(String, String)>>, _, _, _>(Pipeline, "Serialize", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else { return };
+                    if *cap.time() < suppress_below {
+                        return;
+                    }
+                    let mut session = output.session(&cap);
+                    for batch in data {
+                        for row in batch.drain(..) {
+                            if let Ok(json) = serde_json::to_string(&row) {
+                                session.give((key.map(|k| k(&row)).unwrap_or_default(), json));
+                            }
+                        }
+                    }
+                });
+            }
+        })
         .exchange(|_| 0)
-        .inspect(move |line: &String| {
-            for t in &targets {
-                t.take(line);
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Write", move |_, _| {
+            move |input, _output| {
+                let mut wrote = false;
+                input.for_each_stamp(|_, data| {
+                    for batch in data {
+                        for (key, line) in batch.drain(..) {
+                            for f in &files {
+                                f.borrow_mut().write_line(&line);
+                            }
+                            if let Some(sink) = &kafka {
+                                sink.send(key.as_bytes(), line.as_bytes());
+                            }
+                            for other in &others {
+                                other(&line);
+                            }
+                            wrote = true;
+                        }
+                    }
+                });
+                if wrote {
+                    for f in &files {
+                        f.borrow_mut().push();
+                    }
+                    if let Some(sink) = &kafka {
+                        flush_or_exit(sink);
+                    }
+                }
             }
         })
         .probe_with(probe);
 }
 
-fn line_files(list: impl IntoIterator<Item = Option<SharedFile>>) -> Vec<LineTarget> {
-    list.into_iter().flatten().map(LineTarget::File).collect()
+/// Flushes a Kafka sink before the frontier may pass what it was given. A
+/// row the broker refused after librdkafka's retries cannot be written
+/// later, and letting the frontier pass it would let the source commit
+/// offsets beyond a lost row: the process ends instead (exit 1), so a
+/// restart resumes before it.
+fn flush_or_exit(sink: &KafkaSink) {
+    let result = sink.flush().and_then(|()| match sink.failed() {
+        0 => Ok(()),
+        n => Err(Error::KafkaSetup(format!("{n} records were not delivered"))),
+    });
+    if let Err(e) = result {
+        eprintln!("prescale: {e}; stopping before any offset is committed past it");
+        std::process::exit(1);
+    }
+}
+
+/// Kafka key of a dead letter: where it came from.
+fn rejected_key(row: &prescale_dataflows::Rejected) -> String {
+    format!("{}/{}", row.origin.source, row.origin.partition)
+}
+
+/// Kafka key of a decision: its target, so one target's decisions stay in
+/// order in one partition.
+fn decision_key(row: &Decision) -> String {
+    row.target_key()
 }
 
 /// Per-worker counts of rows, updated as rows pass.
@@ -253,26 +337,76 @@ fn run_worker(
     };
     let sink_path = match &settings.sink {
         SinkSettings::Jsonl(p) => Some(p),
-        SinkSettings::Stdout | SinkSettings::Kubernetes(_) => None,
+        SinkSettings::Stdout | SinkSettings::Kafka(_) | SinkSettings::Kubernetes(_) => None,
     };
-    let feature_files = line_files([open(settings.features_path.as_ref())?]);
-    let forecast_files = line_files([open(settings.forecasts_path.as_ref())?]);
-    let mut decision_targets = line_files([open(sink_path)?]);
-    let dead_letter = line_files([open(settings.dead_letter_path.as_ref())?]);
+    let props = &settings.kafka_properties;
+    let sink_topic = match &settings.sink {
+        SinkSettings::Kafka(t) => Some(t),
+        _ => None,
+    };
+    let producer = |topic: Option<&kafka::KafkaTopic>| -> Result<Option<Rc<KafkaSink>>> {
+        match topic {
+            Some(t) if is_writer => Ok(Some(Rc::new(KafkaSink::create(t, props)?))),
+            _ => Ok(None),
+        }
+    };
+    let decision_kafka = producer(sink_topic)?;
+    let dead_letter_kafka = producer(settings.dead_letter_kafka.as_ref())?;
+    let plan: Option<Plan> = match &settings.source {
+        SourceSettings::Kafka(k) => Some(kafka::source::plan(k, props)?),
+        _ => None,
+    };
+    let suppress_below = plan.as_ref().map_or(0, |p| p.suppress_below);
+    let feature_files: Vec<SharedFile> = open(settings.features_path.as_ref())?.into_iter().collect();
+    let forecast_files: Vec<SharedFile> = open(settings.forecasts_path.as_ref())?.into_iter().collect();
+    let decision_files: Vec<SharedFile> = open(sink_path)?.into_iter().collect();
+    let dead_letter: Vec<SharedFile> = open(settings.dead_letter_path.as_ref())?.into_iter().collect();
     // Worker 0 keeps the default scaler's decisions to compare them with
-    // HPA and the oracle on the simulated cluster at the end.
-    let compared = Rc::new(RefCell::new(Vec::new()));
+    // HPA and the oracle on the simulated cluster at the end, and hands
+    // every decision to the Kubernetes sink when there is one.
+    let compared: Rc<RefCell<Vec<Decision>>> = Rc::default();
     let compare = settings.decide.default.is_some();
+    let mut others: Vec<LineTaker> = Vec::new();
     if compare && is_writer {
-        decision_targets.push(LineTarget::Decisions(Rc::clone(&compared)));
+        let all = Rc::clone(&compared);
+        others.push(Box::new(move |line| {
+            // The line was serialized from a Decision a moment ago.
+            if let Ok(d) = serde_json::from_str(line) {
+                all.borrow_mut().push(d);
+            }
+        }));
+    }
+    if let Some(k) = kube.filter(|_| is_writer) {
+        let sink = k.decisions.clone();
+        others.push(Box::new(move |line| {
+            // As above; a closed sink has already reported why.
+            if let Ok(d) = serde_json::from_str(line) {
+                sink.send(d);
+            }
+        }));
     }
     let write_features = settings.features_path.is_some();
     let write_forecasts = settings.forecasts_path.is_some();
-    if let Some(k) = kube.filter(|_| is_writer) {
-        decision_targets.push(LineTarget::Kube(k.decisions.clone()));
-    }
-    let write_decisions = sink_path.is_some() || compare || kube.is_some();
-    let write_rejected = settings.dead_letter_path.is_some();
+    let write_decisions = sink_path.is_some() || sink_topic.is_some() || compare || kube.is_some();
+    let write_rejected = settings.dead_letter_path.is_some() || settings.dead_letter_kafka.is_some();
+    let writers_of_features = Writers { files: feature_files, kafka: None, key: None, suppress_below, others: vec![] };
+    let writers_of_forecasts =
+        Writers { files: forecast_files, kafka: None, key: None, suppress_below, others: vec![] };
+    let writers_of_decisions = Writers {
+        files: decision_files,
+        kafka: decision_kafka.clone(),
+        key: sink_topic.map(|_| decision_key as fn(&Decision) -> String),
+        suppress_below,
+        others,
+    };
+    let writers_of_rejected = Writers {
+        files: dead_letter,
+        kafka: dead_letter_kafka.clone(),
+        key: settings.dead_letter_kafka.as_ref().map(|_| rejected_key as fn(&prescale_dataflows::Rejected) -> String),
+        // Dead letters are at least once: a restart may repeat some.
+        suppress_below: 0,
+        others: vec![],
+    };
 
     let counters = WindowCounters::default();
     let row_counts = Rc::new(RowCounts::default());
@@ -290,10 +424,10 @@ fn run_worker(
         let readings = decide::readings(rows.clone(), settings.decide.reactive_width, settings.forecast.signal);
         let decisions = decide::decisions(forecasts.clone(), readings, specs.to_stream(scope), &settings.decide)
             .inspect(move |_| counts.decisions.set(counts.decisions.get() + 1));
-        write_lines(rows, write_features, feature_files, &probe);
-        write_lines(forecasts, write_forecasts, forecast_files, &probe);
-        write_lines(decisions, write_decisions, decision_targets, &probe);
-        write_lines(rejected, write_rejected, dead_letter, &probe);
+        write_lines(rows, write_features, writers_of_features, &probe);
+        write_lines(forecasts, write_forecasts, writers_of_forecasts, &probe);
+        write_lines(decisions, write_decisions, writers_of_decisions, &probe);
+        write_lines(rejected, write_rejected, writers_of_rejected, &probe);
         inputs
     });
     // Worker 0 feeds the PredictiveScalers' specs: the ones listed when the
@@ -333,6 +467,14 @@ fn run_worker(
         SourceSettings::Replay { path, format, speedup } => {
             replay::drive(&mut feed, path, *format, *speedup, &settings.decode, settings.event_time)?
         }
+        SourceSettings::Kafka(k) => {
+            let plan = plan.unwrap_or_default();
+            let horizon = offsets_horizon(settings);
+            kafka::source::drive(&mut feed, k, props, &plan, &settings.decode, settings.event_time, horizon)?
+        }
+        SourceSettings::KafkaEmbedded(_) => {
+            return Err(Error::KafkaSetup("the embedded cluster was not started".into()));
+        }
     }
     // The source has ended: no later spec can change a decision.
     if let Some((_, input)) = live_specs.take() {
@@ -344,6 +486,9 @@ fn run_worker(
     }
     for f in &files {
         f.borrow_mut().finish()?;
+    }
+    for sink in [&decision_kafka, &dead_letter_kafka].into_iter().flatten() {
+        sink.finish()?;
     }
 
     // Gather every worker's counts at worker 0.
@@ -377,6 +522,8 @@ fn run_worker(
     let source = match &settings.source {
         SourceSettings::Generator(_) => "generator".to_owned(),
         SourceSettings::Replay { path, .. } => format!("replay:{}", path.display()),
+        SourceSettings::Kafka(k) => k.topic.uri(),
+        SourceSettings::KafkaEmbedded(_) => "kafka-embedded".to_owned(),
     };
     let workers = worker.peers();
     let totals = totals.borrow();
@@ -396,3 +543,12 @@ fn run_worker(
 /// The target utilisation the default scaler's `target_per_replica` is
 /// taken to stand for in the end-of-run comparison: HPA's usual 70%.
 const COMPARED_UTILIZATION: f64 = 0.7;
+/// How far past a record's event time the output frontier must be before
+/// a restart no longer needs the record: the widest window (its windows
+/// are final), plus the longest lag (a later window's lag row reads its
+/// window's mean), plus a tick.
+fn offsets_horizon(settings: &Settings) -> Millis {
+    let f = &settings.features;
+    let widest = f.tumbling.iter().copied().chain(f.sliding.iter().map(|s| s.width)).max().unwrap_or(0);
+    widest + f.lags.iter().copied().max().unwrap_or(0) + settings.event_time.tick
+}

@@ -5,6 +5,8 @@
 //!   once into [`config::Settings`];
 //! - [`source`]: the built-in workload generator and trace replay, which
 //!   feed each timely worker its share of the partitions;
+//! - [`kafka`]: the Kafka source, its offsets, the Kafka sinks and the
+//!   embedded mock cluster; [`produce`]: the `prescale produce` command;
 //! - [`job`]: the timely cluster, the dataflow on every worker, the writers
 //!   and the [`summary`];
 //! - [`backtest`]: prescale against HPA, the oracle and a static peak on a
@@ -22,7 +24,9 @@ pub mod config;
 pub mod error;
 pub mod forecast_eval;
 pub mod job;
+pub mod kafka;
 pub mod kube;
+pub mod produce;
 pub mod simulate;
 pub mod source;
 pub mod summary;

@@ -62,6 +62,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Produce(args) => {
+            let settings = prescale::produce::ProduceSettings::from_args(&args)?;
+            let count = prescale::produce::run(&settings)?;
+            println!("{count}");
+            Ok(())
+        }
         Command::ForecastEval(args) => {
             let settings = EvalSettings::new(args.trace, args.series, &args.step, &args.horizon, args.origins)?;
             let rows = forecast_eval::run(&settings)?;

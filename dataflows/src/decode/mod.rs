@@ -4,7 +4,8 @@
 //! - [`csv`]: the `timestamp,series,value` traces (unix seconds);
 //! - [`adapter`]: the JSON lines prometheus-kafka-adapter writes;
 //! - [`blog`]: the flat JSON of the original blog pipeline, one line
-//!   carrying a CPU and a memory sample.
+//!   carrying a CPU and a memory sample;
+//! - [`bincode`]: prescale's compact binary record, one sample per message.
 //!
 //! [`deployment`] derives a deployment from labels or a pod name. Every
 //! decoder takes any bytes without panicking: what it cannot use becomes a
@@ -13,6 +14,7 @@
 //! `max_value`.
 
 pub mod adapter;
+pub mod bincode;
 pub mod blog;
 pub mod csv;
 pub mod deployment;
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{Interner, Origin, RejectReason, Rejected, Sample, stable_hash};
 
-/// The text formats prescale decodes.
+/// The formats prescale decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
@@ -33,6 +35,8 @@ pub enum Format {
     AdapterJson,
     /// The blog pipeline's flat JSON lines.
     BlogJson,
+    /// prescale's binary record ([`bincode`]), for Kafka messages.
+    Bincode,
 }
 
 impl Format {
@@ -95,8 +99,50 @@ impl Decoder {
             Format::Csv => csv::decode(line, &self.options, &mut self.interner, &ctx, out),
             Format::AdapterJson => adapter::decode(line, &self.options, &mut self.interner, &ctx, out),
             Format::BlogJson => blog::decode(line, &self.options, &mut self.interner, &ctx, out),
+            Format::Bincode => bincode::decode(line.as_bytes(), &self.options, &mut self.interner, &ctx, out),
         }
     }
+
+    /// Decodes one message of raw bytes (a Kafka payload): binary records
+    /// as they are, text formats when the bytes are UTF-8 (else the message
+    /// is `malformed`).
+    pub fn decode_bytes(
+        &mut self,
+        bytes: &[u8],
+        partition: u32,
+        offset: u64,
+        out: &mut impl FnMut(Result<Sample, Rejected>),
+    ) {
+        if self.format == Format::Bincode {
+            let ctx = Ctx { line: "", partition, offset, source: &self.source };
+            bincode::decode(bytes, &self.options, &mut self.interner, &ctx, &mut |r| {
+                // The raw field of a binary rejection is its bytes in hex.
+                out(r.map_err(|mut e| {
+                    e.raw = hex_prefix(bytes);
+                    e
+                }))
+            });
+            return;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.decode(text, partition, offset, out),
+            Err(_) => {
+                let text = String::from_utf8_lossy(bytes);
+                let ctx = Ctx { line: &text, partition, offset, source: &self.source };
+                out(Err(ctx.reject(RejectReason::Malformed, "not UTF-8")));
+            }
+        }
+    }
+}
+
+/// The start of a binary record as hex, for a rejection's `raw` field.
+fn hex_prefix(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(Rejected::RAW_LIMIT);
+    for b in bytes.iter().take(Rejected::RAW_LIMIT / 2) {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// The record being decoded, for building rejections.

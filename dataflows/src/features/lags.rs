@@ -8,13 +8,20 @@
 //! lag of a window is then a join of that collection with itself shifted
 //! by the lag: when a late record corrects a past window, differential
 //! dataflow revises exactly the lag rows that used it, which is the case
-//! plain timely would have to track by hand. The collection holds one
-//! small entry per window, far fewer than samples, so this is not on the
-//! per-sample hot path.
+//! plain timely would have to track by hand. Each lag row leaves at the
+//! time of its update, not at the earlier stamp of the batch differential
+//! carries it in, so a row's timely time is when it became final (a Kafka
+//! job resuming from its commits suppresses rows by that time). The
+//! collection holds one small entry per window, far fewer than samples, so
+//! this is not on the per-sample hot path.
+
+use std::collections::BTreeMap;
 
 use differential_dataflow::AsCollection;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 
 use super::rows::{FeatureRow, LagRow};
 use super::windows::MeanUpdate;
@@ -37,17 +44,31 @@ pub fn lags<'scope>(
         .join_map(shifted, |(end, width, series), (), &(lag, mean)| ((*end, *width, lag, series.clone()), mean))
         .consolidate()
         .inner
-        .flat_map(|(((end, width, lag, series), mean), _time, diff)| {
-            // A retraction is either expiry or the first half of a
-            // correction whose new value arrives as an insertion.
-            (diff > 0).then(|| {
-                FeatureRow::Lag(LagRow {
-                    series,
-                    width_s: width / 1000,
-                    end_ms: end,
-                    lag_s: lag / 1000,
-                    value: f64::from_bits(mean),
-                })
-            })
+        .unary::<CapacityContainerBuilder<Vec<FeatureRow>>, _, _, _>(Pipeline, "LagRows", |_, _| {
+            let mut by_time: BTreeMap<Millis, Vec<FeatureRow>> = BTreeMap::new();
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for (((end, width, lag, series), mean), time, diff) in batch.drain(..) {
+                            // A retraction is either expiry or the first half of a
+                            // correction whose new value arrives as an insertion.
+                            if diff > 0 {
+                                by_time.entry(time).or_default().push(FeatureRow::Lag(LagRow {
+                                    series,
+                                    width_s: width / 1000,
+                                    end_ms: end,
+                                    lag_s: lag / 1000,
+                                    value: f64::from_bits(mean),
+                                }));
+                            }
+                        }
+                    }
+                    // Each row travels at its own time (never before the
+                    // batch's stamp, which is a lower bound of its times).
+                    for (time, rows) in std::mem::take(&mut by_time) {
+                        output.session(&cap.delayed(&time, 0)).give_iterator(rows.into_iter());
+                    }
+                });
+            }
         })
 }
