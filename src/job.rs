@@ -535,6 +535,7 @@ fn run_worker(
             spec.target_per_replica,
             COMPARED_UTILIZATION,
             settings.event_time.lateness,
+            spec.max_replicas,
         );
     }
     Ok(Some(summary))

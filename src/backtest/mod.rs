@@ -110,8 +110,12 @@ impl BacktestSettings {
         for &u in &self.sweep {
             share("--sweep", u, 2.0)?;
         }
-        if !self.sweep.iter().any(|u| (u - self.target_utilization).abs() < 1e-9) {
-            self.sweep.push(self.target_utilization);
+        // The common target, and the SLO utilisation (where a policy that
+        // forecast perfectly would sit), are always among the targets.
+        for u in [self.target_utilization, self.slo_utilization] {
+            if !self.sweep.iter().any(|s| (s - u).abs() < 1e-9) {
+                self.sweep.push(u);
+            }
         }
         self.sweep.sort_by(f64::total_cmp);
         self.sweep.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
@@ -131,13 +135,15 @@ pub struct TraceSeries {
     pub key: SeriesKey,
     /// Time of the first step.
     pub start: Millis,
+    /// The step.
+    pub step: Millis,
     /// Values per step (NaN where the trace has none).
     pub raw: Vec<f64>,
 }
 
-/// Every series of a trace on a grid of its step, and the step (the most
-/// common distance between consecutive timestamps of a series).
-pub fn load_trace(path: &Path, decode: &DecodeOptions) -> Result<(Millis, Vec<TraceSeries>)> {
+/// Every series of a trace on a grid of its own step (the most common
+/// distance between its consecutive timestamps).
+pub fn load_trace(path: &Path, decode: &DecodeOptions) -> Result<Vec<TraceSeries>> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         what: "reading trace",
         path: path.to_owned(),
@@ -154,22 +160,34 @@ pub fn load_trace(path: &Path, decode: &DecodeOptions) -> Result<(Millis, Vec<Tr
             }
         });
     }
-    let mut gaps: BTreeMap<Millis, usize> = BTreeMap::new();
-    for pts in points.values_mut() {
-        pts.sort_by_key(|p| p.0);
-        for w in pts.windows(2) {
-            if w[1].0 > w[0].0 {
-                *gaps.entry(w[1].0 - w[0].0).or_default() += 1;
-            }
-        }
-    }
-    let step = gaps.iter().max_by_key(|(gap, n)| (**n, std::cmp::Reverse(**gap))).map(|(g, _)| *g);
-    let step = step
-        .filter(|s| *s >= SECOND && s.is_multiple_of(SECOND) && DAY.is_multiple_of(*s))
-        .ok_or_else(|| Error::invalid("--trace", "no regular step (whole seconds dividing a day) in the trace"))?;
-    let series = points
+    points
         .into_iter()
-        .filter_map(|(key, pts)| {
+        .filter_map(|(key, mut pts)| {
+            pts.sort_by_key(|p| p.0);
+            let name = if format == Format::Csv {
+                key.deployment.clone()
+            } else {
+                format!("{}/{}/{}", key.namespace, key.deployment, key.metric)
+            };
+            // The series' step: the most common distance between its
+            // consecutive timestamps (traces mix 5- and 30-minute series).
+            let mut gaps: BTreeMap<Millis, usize> = BTreeMap::new();
+            for w in pts.windows(2) {
+                if w[1].0 > w[0].0 {
+                    *gaps.entry(w[1].0 - w[0].0).or_default() += 1;
+                }
+            }
+            let step = gaps
+                .iter()
+                .max_by_key(|(gap, n)| (**n, std::cmp::Reverse(**gap)))
+                .map(|(g, _)| *g)
+                .filter(|s| *s >= SECOND && s.is_multiple_of(SECOND) && DAY.is_multiple_of(*s));
+            let Some(step) = step else {
+                return Some(Err(Error::invalid(
+                    "--trace",
+                    format!("series {name:?} has no regular step (whole seconds dividing a day)"),
+                )));
+            };
             let start = pts.first()?.0 / step * step;
             let len = usize::try_from((pts.last()?.0 - start) / step + 1).ok()?;
             let mut sums = vec![(0.0, 0u32); len];
@@ -179,15 +197,9 @@ pub fn load_trace(path: &Path, decode: &DecodeOptions) -> Result<(Millis, Vec<Tr
                 slot.1 += 1;
             }
             let raw = sums.into_iter().map(|(s, n)| if n == 0 { f64::NAN } else { s / f64::from(n) }).collect();
-            let name = if format == Format::Csv {
-                key.deployment.clone()
-            } else {
-                format!("{}/{}/{}", key.namespace, key.deployment, key.metric)
-            };
-            Some(TraceSeries { name, key, start, raw })
+            Some(Ok(TraceSeries { name, key, start, step, raw }))
         })
-        .collect();
-    Ok((step, series))
+        .collect()
 }
 
 /// A decision as the backtest keeps it: which series and target, when,
@@ -243,12 +255,12 @@ const REACTIVE_WIDTH: Millis = MINUTE;
 const LATENESS: Millis = 30 * SECOND;
 
 /// The scaler for one series and target.
-fn scaler_spec(step: Millis, capacity: f64, target: f64, settings: &BacktestSettings) -> ScalerSpec {
+fn scaler_spec(step: Millis, capacity: f64, target: f64, max: u32, settings: &BacktestSettings) -> ScalerSpec {
     // With steps longer than the defaults, a missing step is not a gap.
     let patience = (15 * MINUTE).max(3 * step);
     ScalerSpec {
         min_replicas: 1,
-        max_replicas: 100_000,
+        max_replicas: max,
         target_per_replica: capacity * target,
         horizon: step,
         // Decisions reach the cluster `LATENESS` after the window ends,
@@ -262,6 +274,14 @@ fn scaler_spec(step: Millis, capacity: f64, target: f64, settings: &BacktestSett
         },
         ..ScalerSpec::default()
     }
+}
+
+/// `maxReplicas` for a series, as an operator would set it: twice what
+/// the trace's peak needs at the SLO utilisation. Without it a forecast
+/// that extrapolates a burst could ask for any number of replicas.
+fn max_replicas(s: &TraceSeries, capacity: f64, slo: f64) -> u32 {
+    let peak = s.raw.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max);
+    prescale_dataflows::decide::policy::replicas_for(peak, capacity * slo).max(1).saturating_mul(2)
 }
 
 /// Capacity per replica for a series: given, or derived so that its 99th
@@ -343,7 +363,13 @@ fn decide_over_trace(
                 time_ms: 0,
                 scaler: scaler_name(n, i),
                 series: s.key.clone(),
-                spec: Some(scaler_spec(step, *capacity, *u, settings)),
+                spec: Some(scaler_spec(
+                    step,
+                    *capacity,
+                    *u,
+                    max_replicas(s, *capacity, settings.slo_utilization),
+                    settings,
+                )),
             })
         })
         .collect();
@@ -535,6 +561,8 @@ pub struct Evaluation<'a> {
     pub budget: f64,
     /// How long after their time prescale's decisions reach the cluster.
     pub decision_delay: Millis,
+    /// `maxReplicas` of HPA (prescale's scalers carry their own).
+    pub max_replicas: u32,
 }
 
 impl Evaluation<'_> {
@@ -565,7 +593,7 @@ impl Evaluation<'_> {
             for (i, &u) in self.sweep.iter().enumerate() {
                 let is_common = (u - self.common).abs() < 1e-9;
                 let mut p: Box<dyn Policy> = if policy == "hpa" {
-                    Box::new(Hpa::new(u, 1, 100_000))
+                    Box::new(Hpa::new(u, 1, self.max_replicas))
                 } else {
                     let steps = decisions.get(i).map(|d| d.iter().map(|&(t, n)| (t + delay, n)).collect());
                     Box::new(Schedule::new(steps.unwrap_or_default()))
@@ -638,7 +666,7 @@ fn equal_service(series: &str, policy: &str, points: &[(f64, f64, f64)], budget:
 /// Runs the backtest.
 pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
     let started = Instant::now();
-    let (step, mut all) = load_trace(&settings.trace, &DecodeOptions::default())?;
+    let mut all = load_trace(&settings.trace, &DecodeOptions::default())?;
     if let Some(name) = &settings.series {
         all.retain(|s| &s.name == name);
         if all.is_empty() {
@@ -648,18 +676,30 @@ pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
     let series: Vec<(TraceSeries, f64)> = all
         .into_iter()
         .filter_map(|s| {
-            let load = Load::filled(s.start, step, &s.raw)?;
+            let load = Load::filled(s.start, s.step, &s.raw)?;
             let capacity = capacity_for(&load, settings.capacity, settings.slo_utilization);
             Some((s, capacity))
         })
         .collect();
-    eprintln!(
-        "backtest: {} series, step {} s; replaying the trace through the dataflow ({} targets each)…",
-        series.len(),
-        step / SECOND,
-        settings.sweep.len()
-    );
-    let decisions = decide_over_trace(settings, step, &series)?;
+    // One pass of the dataflow per step among the series: the forecast
+    // stage runs at one step.
+    let mut by_step: BTreeMap<Millis, Vec<usize>> = BTreeMap::new();
+    for (i, (s, _)) in series.iter().enumerate() {
+        by_step.entry(s.step).or_default().push(i);
+    }
+    let mut decisions: Vec<SeriesDecisions> = vec![SeriesDecisions::default(); series.len()];
+    for (step, members) in by_step {
+        eprintln!(
+            "backtest: {} series at a {} s step; replaying them through the dataflow ({} targets each)…",
+            members.len(),
+            step / SECOND,
+            settings.sweep.len()
+        );
+        let group: Vec<(TraceSeries, f64)> = members.iter().map(|&i| series[i].clone()).collect();
+        for (i, d) in members.into_iter().zip(decide_over_trace(settings, step, &group)?) {
+            decisions[i] = d;
+        }
+    }
     let model = |capacity| ClusterModel {
         capacity,
         startup: settings.startup,
@@ -681,6 +721,7 @@ pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
                 started.elapsed().as_secs_f64()
             );
         }
+        let step = s.step;
         let Some(full) = Load::filled(s.start, step, &s.raw) else { continue };
         let span = full.end() - full.start;
         let skip = (settings.warmup.min(span / 2) / step) as usize;
@@ -691,6 +732,7 @@ pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
             common: settings.target_utilization,
             budget: settings.budget,
             decision_delay: LATENESS,
+            max_replicas: max_replicas(s, *capacity, settings.slo_utilization),
         };
         let timelines = eval.run(&s.name, &load, &d.by_target, &mut backtest);
         backtest.series.push(SeriesReport {
@@ -725,13 +767,15 @@ pub struct PolicyTotals {
 /// oracle and the static peak on the simulated cluster, at the target the
 /// decisions were made for: HPA gets the same target utilisation
 /// (`utilization`, HPA's usual 70%), so one replica's capacity is
-/// `target_per_replica / utilization`. The load is what the decisions saw.
+/// `target_per_replica / utilization`, and the same `maxReplicas`. The load
+/// is what the decisions saw.
 pub fn compare_run(
     decisions: &[decide::Decision],
     step: Millis,
     target_per_replica: f64,
     utilization: f64,
     decision_delay: Millis,
+    max_replicas: u32,
 ) -> Vec<PolicyTotals> {
     let mut by_series: BTreeMap<&SeriesKey, Vec<&decide::Decision>> = BTreeMap::new();
     for d in decisions {
@@ -767,6 +811,7 @@ pub fn compare_run(
             common: utilization,
             budget: 0.005,
             decision_delay,
+            max_replicas,
         };
         let name = format!("{}/{}", key.namespace, key.deployment);
         eval.run(&name, &load, &[schedule], &mut backtest);

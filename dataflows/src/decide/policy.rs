@@ -23,7 +23,10 @@ pub struct Scaler {
     current: Option<u32>,
     history: History,
     last_origin: Option<Millis>,
-    last_load: Option<f64>,
+    /// A slow average of recent loads (about an hour of forecasts), the
+    /// reference jumps are judged against: one odd reading does not move
+    /// it much, a lasting new level does.
+    level: Option<f64>,
     /// Held in fallback after bad input: the reason, and since when the
     /// input has been healthy again.
     held: Option<(FallbackReason, Option<Millis>)>,
@@ -51,7 +54,7 @@ impl Scaler {
             current: None,
             history: History::default(),
             last_origin: None,
-            last_load: None,
+            level: None,
             held: None,
             stale_reported: None,
             plan: None,
@@ -97,12 +100,12 @@ impl Scaler {
         }
         let load_trusted =
             !matches!(verdict.as_ref().map(|v| v.reason), Some(FallbackReason::OutOfRange | FallbackReason::Jump));
-        // A jump is compared against once: the next reading is judged
-        // against the new level, and the hold below keeps the scaler in
-        // fallback until that level has lasted `recover_after`.
+        // A lasting new level is learnt within a few forecasts, and the
+        // hold below keeps the scaler in fallback until the input has been
+        // healthy for `recover_after`.
         let in_range = load.is_finite() && load >= 0.0 && self.spec.fallback.max_load.is_none_or(|m| load <= m);
         if in_range {
-            self.last_load = Some(load);
+            self.level = Some(self.level.map_or(load, |l| l + LEVEL_WEIGHT * (load - l)));
         }
         let reactive = load_trusted.then(|| replicas_for(load, target));
 
@@ -205,10 +208,7 @@ impl Scaler {
         let current = self.current?;
         let f = &self.spec.fallback;
         let load = reading.load;
-        let believable = load.is_finite()
-            && load >= 0.0
-            && f.max_load.is_none_or(|m| load <= m)
-            && self.last_load.is_none_or(|prev| prev <= 0.0 || load <= prev * f.max_change_factor);
+        let believable = load.is_finite() && load >= 0.0 && f.max_load.is_none_or(|m| load <= m) && !self.jumps(load);
         if !believable {
             return None;
         }
@@ -295,6 +295,16 @@ impl Scaler {
         })
     }
 
+    /// Whether `load` is off the recent level by more than the change
+    /// factor, up or down. Loads below one replica's target on both sides
+    /// are never a jump: near zero, ratios are noise, and no replica count
+    /// depends on them.
+    fn jumps(&self, load: f64) -> bool {
+        let Some(level) = self.level else { return false };
+        let factor = self.spec.fallback.max_change_factor;
+        load.max(level) >= self.spec.target_per_replica && (load > level * factor || load * factor < level)
+    }
+
     fn judge(&self, row: &ForecastRow) -> Option<Verdict> {
         let f = &self.spec.fallback;
         let load = row.actual;
@@ -302,11 +312,9 @@ impl Scaler {
         if !load.is_finite() || load < 0.0 || f.max_load.is_some_and(|m| load > m) {
             return verdict(FallbackReason::OutOfRange, format!("load {load} outside [0, {:?}]", f.max_load));
         }
-        if let Some(prev) = self.last_load
-            && prev > 0.0
-            && (load > prev * f.max_change_factor || load * f.max_change_factor < prev)
-        {
-            return verdict(FallbackReason::Jump, format!("load went from {prev} to {load}"));
+        if self.jumps(load) {
+            let level = self.level.unwrap_or(0.0);
+            return verdict(FallbackReason::Jump, format!("load {load} against a recent level of {level:.4}"));
         }
         if let Some(prev) = self.last_origin
             && row.origin_ms.saturating_sub(prev) > f.max_gap
@@ -350,6 +358,10 @@ impl Scaler {
         })
     }
 }
+
+/// Weight of each new forecast's load in the reference level: about an
+/// hour of 5-minute steps.
+const LEVEL_WEIGHT: f64 = 1.0 / 12.0;
 
 /// Replicas that carry `load` at `target` each: `ceil(load / target)`.
 pub fn replicas_for(load: f64, target: f64) -> u32 {
@@ -457,16 +469,34 @@ mod tests {
         // A unit change upstream: the load reads 1000× lower.
         let d = s.on_forecast("ps", &row(5, 0.15, 0.15, 0.0));
         assert_eq!((d.desired, d.reason), (15, Reason::Fallback(FallbackReason::Jump)));
-        // Held while the new readings are healthy for less than 15 min.
-        for m in [10, 15] {
+        // Held, never lower, while the new level is still a jump from the
+        // learnt one and then for 15 min of healthy readings; released after.
+        let (mut m, mut first_healthy) = (10, None);
+        let released = loop {
             let d = s.on_forecast("ps", &row(m, 0.15, 0.15, 0.0));
-            assert_eq!((d.desired, d.reason), (15, Reason::Fallback(FallbackReason::Recovering)), "{m}");
-        }
-        let d = s.on_forecast("ps", &row(25, 0.15, 0.15, 0.0));
+            match d.reason {
+                Reason::Fallback(FallbackReason::Jump) => assert!(first_healthy.is_none(), "{m}"),
+                Reason::Fallback(FallbackReason::Recovering) => {
+                    first_healthy.get_or_insert(m);
+                }
+                _ => break m,
+            }
+            assert_eq!(d.desired, 15, "{m}");
+            m += 5;
+            assert!(m < 6 * 60, "never released");
+        };
+        assert!(first_healthy.is_some_and(|h| released >= h + 15), "{first_healthy:?} {released}");
+        let d = s.on_forecast("ps", &row(released + 5, 0.15, 0.15, 0.0));
         assert_eq!((d.desired, d.reason), (2, Reason::Min));
-        let d = s.on_forecast("ps", &row(30, f64::INFINITY, 1.0, 0.0));
+        // Tiny loads, below one replica's target, jump by ratios without
+        // being held: nothing depends on them.
+        let mut quiet = Scaler::new(spec());
+        quiet.on_forecast("ps", &row(0, 0.01, 0.01, 0.0));
+        assert_eq!(quiet.on_forecast("ps", &row(5, 5.0, 5.0, 0.0)).reason, Reason::Min);
+        let m = released + 5;
+        let d = s.on_forecast("ps", &row(m + 5, f64::INFINITY, 1.0, 0.0));
         assert_eq!((d.desired, d.reason), (2, Reason::Fallback(FallbackReason::OutOfRange)));
-        let d = s.on_forecast("ps", &row(35, 2e6, 1.0, 0.0));
+        let d = s.on_forecast("ps", &row(m + 10, 2e6, 1.0, 0.0));
         assert_eq!((d.desired, d.reason, d.load), (2, Reason::Fallback(FallbackReason::OutOfRange), None));
     }
 
