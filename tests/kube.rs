@@ -570,6 +570,37 @@ fn the_example_scaler_and_the_rbac_manifest_are_valid_for_the_apiserver() {
 }
 
 #[test]
+fn the_engine_manifests_are_valid_and_their_job_config_validates() {
+    let (c, _cluster) = cluster();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let engine = root.join("deploy/engine.yaml");
+    // The harness applied deploy/rbac.yaml: its namespace and account exist.
+    kubectl_ok(c, &["apply", "--dry-run=server", "-f", engine.to_str().unwrap()]);
+    // The ConfigMap's job config is one the job accepts, for every process.
+    let text = std::fs::read_to_string(&engine).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let statefulset = docs.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let hosts = config_map["data"]["hosts.txt"].as_str().unwrap();
+    let replicas = statefulset["spec"]["replicas"].as_u64().unwrap();
+    assert_eq!(hosts.lines().count() as u64, replicas, "one host line per pod");
+    let dir = tempfile::tempdir().unwrap();
+    let hosts_path = dir.path().join("hosts.txt");
+    std::fs::write(&hosts_path, hosts).unwrap();
+    let toml = config_map["data"]["job.toml"]
+        .as_str()
+        .unwrap()
+        .replace("/etc/prescale/hosts.txt", hosts_path.to_str().unwrap());
+    for process in 0..replicas as usize {
+        let mut job = prescale::config::JobConfig::from_toml(&toml).unwrap();
+        job.cluster.process = Some(process);
+        let settings = prescale::config::Settings::from_config(&job).unwrap();
+        assert_eq!((settings.cluster.addresses.len(), settings.cluster.process), (replicas as usize, process));
+        assert!(settings.decide.default.is_none(), "only PredictiveScalers decide in a cluster");
+    }
+}
+
+#[test]
 fn a_scaler_created_during_a_run_changes_the_runs_decisions() {
     let (c, _cluster) = cluster();
     let ns = namespace(c, "live");
