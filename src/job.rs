@@ -365,7 +365,9 @@ fn run_worker(
     // HPA and the oracle on the simulated cluster at the end, and hands
     // every decision to the Kubernetes sink when there is one.
     let compared: Rc<RefCell<Vec<Decision>>> = Rc::default();
-    let compare = settings.decide.default.is_some();
+    // Only for a source that ends: a stream would grow the list forever.
+    let finite = matches!(settings.source, SourceSettings::Generator(_) | SourceSettings::Replay { .. });
+    let compare = settings.decide.default.is_some() && finite;
     let mut others: Vec<LineTaker> = Vec::new();
     if compare && is_writer {
         let all = Rc::clone(&compared);
@@ -528,7 +530,7 @@ fn run_worker(
     let workers = worker.peers();
     let totals = totals.borrow();
     let mut summary = Summary::new(source, workers, &totals, started.elapsed().as_secs_f64());
-    if let Some(spec) = &settings.decide.default {
+    if let Some(spec) = settings.decide.default.as_ref().filter(|_| finite) {
         summary.comparison = crate::backtest::compare_run(
             &compared.borrow(),
             settings.forecast.step,

@@ -96,7 +96,8 @@ pub struct Summary {
     pub decisions: u64,
     /// The default scaler's decisions against HPA (at the same 70% target),
     /// the oracle and a static peak on the simulated cluster; empty when
-    /// the default scaler is off.
+    /// the default scaler is off or the source is a stream (Kafka), whose
+    /// decisions are not kept.
     pub comparison: Vec<PolicyTotals>,
     /// Wall-clock time of the job.
     pub elapsed_seconds: f64,
