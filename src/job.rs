@@ -449,18 +449,26 @@ fn run_worker(
             None
         }
     };
-    let mut spec_input = |frontier: Millis| {
-        if let Some((rx, input)) = &mut live_specs {
-            for mut update in rx.try_iter() {
-                update.time_ms = *input.time();
-                input.send(update);
+    let mut spec_input = |frontier: Option<Millis>| match frontier {
+        Some(frontier) => {
+            if let Some((rx, input)) = &mut live_specs {
+                for mut update in rx.try_iter() {
+                    update.time_ms = *input.time();
+                    input.send(update);
+                }
+                if frontier > *input.time() {
+                    input.advance_to(frontier);
+                }
             }
-            if frontier > *input.time() {
-                input.advance_to(frontier);
+        }
+        // The source has ended: no later spec can change a decision.
+        None => {
+            if let Some((_, input)) = live_specs.take() {
+                input.close();
             }
         }
     };
-    spec_input(0);
+    spec_input(Some(0));
     let mut ingest = Ingest::new(inputs, settings.features.pane());
 
     let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE).on_advance(&mut spec_input);
@@ -478,11 +486,9 @@ fn run_worker(
             return Err(Error::KafkaSetup("the embedded cluster was not started".into()));
         }
     }
-    // The source has ended: no later spec can change a decision.
-    if let Some((_, input)) = live_specs.take() {
-        input.close();
-    }
-    ingest.close();
+    // A source that waits for its outputs (Kafka) has finished already;
+    // finishing again changes nothing.
+    feed.finish();
     while !probe.done() {
         worker.step_or_park(Some(PARK));
     }

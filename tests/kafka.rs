@@ -18,145 +18,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::broker::Broker;
 use common::{free_port, prescale, run_ok, sorted_lines, summary, trace};
 use prescale_dataflows::decode::bincode::BinarySample;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-/// A broker for this test: the one in `KAFKA_BOOTSTRAP`, or one the
-/// harness started here (stopped on drop).
-struct Broker {
-    bootstrap: String,
-    started: Option<tempfile::TempDir>,
-}
-
-fn harness() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness/kafka.sh")
-}
-
-impl Broker {
-    fn get() -> Broker {
-        if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP")
-            && !bootstrap.is_empty()
-        {
-            return Broker { bootstrap, started: None };
-        }
-        let state = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(harness())
-            .arg("start")
-            .env("KAFKA_HARNESS_DIR", state.path())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run the Kafka harness {}: {e}", harness().display()));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let bootstrap = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("export KAFKA_BOOTSTRAP="))
-            .map(|b| b.trim().trim_matches('\'').trim_matches('"').to_owned());
-        match (out.status.success(), bootstrap) {
-            (true, Some(bootstrap)) => Broker { bootstrap, started: Some(state) },
-            _ => panic!(
-                "no Kafka broker: KAFKA_BOOTSTRAP is not set and `tests/harness/kafka.sh start` failed ({}); \
-                 these tests need a real broker (Java 17 and Maven Central, or a cached download)",
-                out.status
-            ),
-        }
-    }
-
-    fn config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap);
-        c
-    }
-
-    /// Creates a topic with a name no other test run uses.
-    fn topic(&self, name: &str, partitions: i32) -> String {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let topic = format!("{name}-{}-{nanos}", std::process::id());
-        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
-        let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
-        let results = block_on(admin.create_topics([&new], &AdminOptions::new())).unwrap();
-        for r in results {
-            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-        }
-        // Wait until the topic's partitions have leaders.
-        let consumer: BaseConsumer = self.config().create().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).is_ok_and(|m| {
-                m.topics().iter().any(|t| {
-                    t.name() == topic
-                        && t.partitions().len() == partitions as usize
-                        && t.partitions().iter().all(|p| p.leader() >= 0)
-                })
-            });
-            if ready {
-                return topic;
-            }
-            assert!(Instant::now() < deadline, "topic {topic} has no leaders after 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn uri(&self, topic: &str) -> String {
-        format!("kafka://{}/{topic}", self.bootstrap)
-    }
-
-    /// Every message of a topic: (partition, offset, key, payload).
-    fn read_all(&self, topic: &str, expected: usize) -> Vec<(i32, i64, String, Vec<u8>)> {
-        let consumer: BaseConsumer = self.config().set("group.id", "prescale-test-reader").create().unwrap();
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..metadata.topics()[0].partitions().len() as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while got.len() < expected && Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                got.push((m.partition(), m.offset(), key, m.payload().unwrap_or_default().to_vec()));
-            }
-        }
-        // Anything beyond what was expected would show up here.
-        while let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
-            got.push((m.partition(), m.offset(), String::new(), m.payload().unwrap_or_default().to_vec()));
-        }
-        got
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(state) = &self.started {
-            let _ = Command::new("bash").arg(harness()).arg("stop").env("KAFKA_HARNESS_DIR", state.path()).status();
-        }
-    }
-}
-
-/// Polls a future to completion; rdkafka's admin futures are completed by
-/// the client's own thread, so no executor is needed.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// A real trace extract: four NAB series (a fortnight of 5-minute CPU
 /// utilisation each), as CSV sorted by series like the original.

@@ -4,13 +4,16 @@
 //! first test here starts it, which builds it on first use, and leaves it
 //! running for the next run: stop it with `tests/harness/kube.sh stop`).
 //! When it cannot start, every test here fails with the harness' reason:
-//! none of them passes without a cluster.
+//! none of them passes without a cluster. One test also needs the real
+//! Kafka broker (`KAFKA_BOOTSTRAP`, or one it starts).
 //!
 //! Each test works in its own namespace, so they run in parallel on one
 //! apiserver, and again on the same one; the outage test, which stops the
 //! apiserver, takes the cluster for itself.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -642,5 +645,50 @@ fn a_scaler_created_during_a_run_changes_the_runs_decisions() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(replicas(c, &ns, "live"), "6", "{stderr}");
     let status = get_scaler(c, &ns, "live").status.unwrap();
+    assert_eq!(status.desired_replicas, Some(6), "{status:?}");
+}
+
+#[test]
+fn a_kafka_stream_scales_a_deployment_end_to_end() {
+    let (c, _cluster) = cluster();
+    let broker = common::broker::Broker::get();
+    let ns = namespace(c, "stream");
+    deployment(c, &ns, "stream", 2);
+    let ps = scaler_yaml(&ns, "stream", "stream", "")
+        .replace("metricName: rps", "metricName: value")
+        .replace("maxReplicas: 20", "maxReplicas: 6")
+        .replace("targetPerReplica: 50", "targetPerReplica: 1");
+    assert!(apply(c, &ps).status.success());
+    // Half a day of a steady load, a sample a minute, into a real topic.
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.csv");
+    let mut csv = String::from("timestamp,series,value\n");
+    for minute in 0..12 * 60 {
+        csv.push_str(&format!("{},stream,{}\n", 1_767_571_200 + minute * 60, 100 + minute % 7));
+    }
+    std::fs::write(&trace, csv).unwrap();
+    let config = dir.path().join("job.toml");
+    let job = format!(
+        "[decode]\nnamespace = \"{ns}\"\n[decide]\ndefault_scaler = false\n[kubernetes]\nmin_interval = \"0s\"\n"
+    );
+    std::fs::write(&config, job).unwrap();
+    let topic = broker.topic("stream", 2);
+    let produced = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["produce", "--brokers", &broker.bootstrap, "--topic", &topic, "--format", "bincode"])
+        .args(["--config", config.to_str().unwrap(), "--trace", trace.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(produced.status.success(), "{}", String::from_utf8_lossy(&produced.stderr));
+    let run = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["run", "--config", config.to_str().unwrap(), "--source", &broker.uri(&topic)])
+        .args(["--format", "bincode", "--from", "beginning", "--exit-when-idle", "3s", "--idle-timeout", "60s"])
+        .args(["--sink", "kubernetes", "--namespace", &ns, "--kubeconfig", c.admin.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    // ~103 load at 1 per replica, capped by maxReplicas.
+    assert_eq!(replicas(c, &ns, "stream"), "6", "{stderr}");
+    let status = get_scaler(c, &ns, "stream").status.unwrap();
     assert_eq!(status.desired_replicas, Some(6), "{status:?}");
 }

@@ -299,7 +299,7 @@ pub fn drive(
     // Idle: flush every window, wait for the outputs, then commit the
     // offsets after the last record read.
     let flushed_from = feed.ingest.frontier();
-    feed.ingest.close();
+    feed.finish();
     while !feed.probe.done() {
         feed.worker.step_or_park(Some(PARK));
     }

@@ -34,9 +34,10 @@ pub struct Feed<'a> {
     /// How far (in event time) inputs may run ahead of processed outputs.
     pub slack: Millis,
     last_progress: Instant,
-    /// Called with the ingest frontier each time it advances, for inputs
-    /// that travel alongside the records (the PredictiveScaler specs).
-    on_advance: Option<&'a mut dyn FnMut(Millis)>,
+    /// Called with the ingest frontier each time it advances, and with
+    /// `None` when the source ends, for inputs that travel alongside the
+    /// records (the PredictiveScaler specs).
+    on_advance: Option<&'a mut dyn FnMut(Option<Millis>)>,
 }
 
 impl<'a> Feed<'a> {
@@ -46,11 +47,21 @@ impl<'a> Feed<'a> {
     }
 
     /// Calls `hook` with the ingest frontier whenever it advances, before
-    /// the dataflow is stepped: another input kept at that frontier never
-    /// holds the dataflow back.
-    pub fn on_advance(mut self, hook: &'a mut dyn FnMut(Millis)) -> Self {
+    /// the dataflow is stepped, and with `None` when the source ends: an
+    /// input kept at that frontier and closed with the source never holds
+    /// the dataflow back.
+    pub fn on_advance(mut self, hook: &'a mut dyn FnMut(Option<Millis>)) -> Self {
         self.on_advance = Some(hook);
         self
+    }
+
+    /// Ends the input: closes the ingest and the inputs that travel with
+    /// it. Waiting for the outputs afterwards cannot deadlock on them.
+    pub fn finish(&mut self) {
+        if let Some(hook) = &mut self.on_advance {
+            hook(None);
+        }
+        self.ingest.close();
     }
 
     /// Advances the ingest frontier to `time` and steps the dataflow until
@@ -58,7 +69,7 @@ impl<'a> Feed<'a> {
     pub fn advance_to(&mut self, time: Millis) {
         self.ingest.advance_to(time);
         if let Some(hook) = &mut self.on_advance {
-            hook(self.ingest.frontier());
+            hook(Some(self.ingest.frontier()));
         }
         let target = self.ingest.frontier().saturating_sub(self.slack);
         while self.probe.less_than(&target) {

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
