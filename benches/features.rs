@@ -111,9 +111,10 @@ fn run(parts: &Arc<Vec<Partition>>, workers: usize) {
             let mut any = false;
             for (k, part) in owned.iter().enumerate() {
                 let clock = &mut clocks[k];
-                let mut push = |sample: Sample| match clock.observe(sample.time) {
-                    Arrival::OnTime(at) => ingest.push(at, sample),
-                    Arrival::Late { .. } => {}
+                let mut push = |sample: Sample| {
+                    if let Arrival::OnTime(at) = clock.admit(&sample) {
+                        ingest.push(at, sample)
+                    }
                 };
                 let from = cursors[k];
                 match part {

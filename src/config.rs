@@ -144,6 +144,10 @@ pub struct DecodeConfig {
     pub csv_metric: Option<String>,
     /// Largest accepted value (default 1e15); above is `out-of-range`.
     pub max_value: Option<f64>,
+    /// The deployments scaled, as `namespace/deployment` patterns where
+    /// either part may be `*` (default: all); others are rejected as
+    /// `unknown-deployment`.
+    pub deployments: Option<Vec<String>>,
 }
 
 /// `[event_time]`.
@@ -154,6 +158,12 @@ pub struct EventTimeConfig {
     pub lateness: Option<String>,
     /// Granularity of timely timestamps (default `1s`).
     pub tick: Option<String>,
+    /// How far ahead of a partition's event time a record may be before the
+    /// data-quality gate judges it (default `1h`).
+    pub max_jump: Option<String>,
+    /// How much event time records beyond a jump must span, agreeing, to be
+    /// accepted as the stream's new time (default `10m`).
+    pub confirm_jump: Option<String>,
 }
 
 /// `[features]`.
@@ -256,6 +266,9 @@ pub struct FallbackConfig {
     pub max_error: Option<f64>,
     /// Healthy input needed to leave fallback (default `15m`).
     pub recover_after: Option<String>,
+    /// Pods missing: fewer pods reporting metrics than this share of the
+    /// replicas, where more did before (default 0.5; 0 turns it off).
+    pub min_reporting: Option<f64>,
 }
 
 /// One sliding window.
@@ -452,6 +465,8 @@ impl Settings {
         let event_time = EventTimeSettings {
             lateness: duration("event_time.lateness", config.event_time.lateness.as_deref(), "30s")?,
             tick: duration("event_time.tick", config.event_time.tick.as_deref(), "1s")?,
+            max_jump: duration("event_time.max_jump", config.event_time.max_jump.as_deref(), "1h")?,
+            confirm_jump: duration("event_time.confirm_jump", config.event_time.confirm_jump.as_deref(), "10m")?,
         }
         .validate()?;
 
@@ -498,7 +513,11 @@ impl Settings {
             namespace: d.namespace.clone().unwrap_or_else(|| "default".into()),
             csv_metric: d.csv_metric.clone().unwrap_or_else(|| "value".into()),
             max_value,
+            deployments: d.deployments.clone().unwrap_or_default(),
         };
+        if let Some(bad) = decode.deployments.iter().find(|p| p.is_empty() || p.matches('/').count() > 1) {
+            return Err(Error::invalid("decode.deployments", format!("{bad:?} is not NAMESPACE/DEPLOYMENT")));
+        }
 
         let uri = config.source.uri.as_deref().unwrap_or("generator");
         let source = if uri == "generator" {
@@ -599,6 +618,7 @@ fn decide_settings(c: &DecideConfig) -> Result<DecideSettings> {
         max_change_factor: f.max_change_factor.unwrap_or(100.0),
         max_error: f.max_error.unwrap_or(10.0),
         recover_after: duration("decide.fallback.recover_after", f.recover_after.as_deref(), "15m")?,
+        min_reporting: share("decide.fallback.min_reporting", f.min_reporting, 0.5)?,
     };
     let spec = ScalerSpec {
         min_replicas: c.min_replicas.unwrap_or(1),

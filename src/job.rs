@@ -23,6 +23,7 @@ use prescale_dataflows::decide::{self, Decision, SpecUpdate};
 use prescale_dataflows::features::{self, FeatureRow, WindowCounters};
 use prescale_dataflows::forecast::stage;
 use prescale_dataflows::ingest::{self, Ingest};
+use prescale_dataflows::quality;
 use prescale_dataflows::time::{MINUTE, Millis};
 use timely::CommunicationConfig;
 use timely::container::CapacityContainerBuilder;
@@ -424,7 +425,8 @@ fn run_worker(
             .inspect(move |_| counts.forecasts.set(counts.forecasts.get() + 1));
         let counts = Rc::clone(&row_counts);
         let readings = decide::readings(rows.clone(), settings.decide.reactive_width, settings.forecast.signal);
-        let decisions = decide::decisions(forecasts.clone(), readings, specs.to_stream(scope), &settings.decide)
+        let flags = quality::flags(rejected.clone());
+        let decisions = decide::decisions(forecasts.clone(), readings, specs.to_stream(scope), flags, &settings.decide)
             .inspect(move |_| counts.decisions.set(counts.decisions.get() + 1));
         write_lines(rows, write_features, writers_of_features, &probe);
         write_lines(forecasts, write_forecasts, writers_of_forecasts, &probe);

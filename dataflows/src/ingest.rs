@@ -140,6 +140,13 @@ impl Ingest {
         self.rejected.push(rejected);
     }
 
+    /// Sends a rejection, if there is one ([`crate::event_time::Arrival::rejection`]).
+    pub fn reject_if_any(&mut self, rejected: Option<Rejected>) {
+        if let Some(r) = rejected {
+            self.reject(r);
+        }
+    }
+
     /// Sends everything pushed so far into the dataflow.
     pub fn flush(&mut self) {
         let Some(inputs) = &mut self.inputs else { return };

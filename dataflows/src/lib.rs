@@ -29,6 +29,7 @@ pub mod event_time;
 pub mod features;
 pub mod forecast;
 pub mod ingest;
+pub mod quality;
 pub mod record;
 pub mod time;
 

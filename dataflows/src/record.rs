@@ -138,17 +138,23 @@ pub enum RejectReason {
     OutOfRange,
     /// Behind its partition's watermark: its windows may already be final.
     Late,
+    /// The same series, pod and event time as a sample already used.
+    Duplicate,
+    /// A deployment outside the job's `decode.deployments`.
+    UnknownDeployment,
 }
 
 impl RejectReason {
     /// Every reason, in a fixed order for reports.
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::Malformed,
         RejectReason::BadTimestamp,
         RejectReason::NonFinite,
         RejectReason::Negative,
         RejectReason::OutOfRange,
         RejectReason::Late,
+        RejectReason::Duplicate,
+        RejectReason::UnknownDeployment,
     ];
 
     /// The reason as it appears in reports and metrics labels.
@@ -160,6 +166,8 @@ impl RejectReason {
             RejectReason::Negative => "negative",
             RejectReason::OutOfRange => "out-of-range",
             RejectReason::Late => "late",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::UnknownDeployment => "unknown-deployment",
         }
     }
 
@@ -198,6 +206,10 @@ pub struct Rejected {
     pub origin: Origin,
     /// The start of the raw record, at most [`Rejected::RAW_LIMIT`] bytes.
     pub raw: String,
+    /// What the record says about its series' data, when the data-quality
+    /// gate rejected it ([`crate::quality`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<Box<crate::quality::Flag>>,
 }
 
 impl Rejected {
@@ -210,7 +222,7 @@ impl Rejected {
         while !raw.is_char_boundary(end) {
             end -= 1;
         }
-        Rejected { reason, detail: detail.into(), origin, raw: raw[..end].to_owned() }
+        Rejected { reason, detail: detail.into(), origin, raw: raw[..end].to_owned(), flag: None }
     }
 }
 

@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use prescale_dataflows::decide::stage::DEFAULT_SCALER;
-use prescale_dataflows::decide::{self, DecideSettings, Decision, LoadReading, Scaler, ScalerSpec, SpecUpdate};
+use prescale_dataflows::decide::{
+    self, DecideSettings, Decision, FallbackReason, LoadReading, Scaler, ScalerSpec, SpecUpdate,
+};
 use prescale_dataflows::forecast::stage::ForecastRow;
+use prescale_dataflows::quality::{Flag, Issue};
 use prescale_dataflows::record::{Series, SeriesKey};
-use prescale_dataflows::time::{MINUTE, Millis};
+use prescale_dataflows::time::{MINUTE, Millis, format_datetime};
 use timely::dataflow::InputHandle;
 use timely::dataflow::operators::core::{Inspect, Probe};
 
@@ -59,6 +62,8 @@ fn reading(i: usize, step: u64, minute: u64) -> Option<LoadReading> {
         series: key(i),
         end_ms: step * STEP + minute * MINUTE,
         load: l * (1.0 + 0.3 * (minute == 2) as u8 as f64),
+        // Series 3's metrics lose most of their pods for a minute.
+        pods: if i == 3 && step == 32 && minute == 3 { 1 } else { 10 },
     })
 }
 
@@ -80,6 +85,11 @@ fn updates() -> Vec<(u64, SpecUpdate)> {
     ]
 }
 
+/// The data-quality gate flags series 5's timestamps at step 15.
+fn flags(i: usize, step: u64) -> Option<Flag> {
+    (i == 5 && step == 15).then(|| Flag { series: key(i), issue: Issue::TimestampUnit, at_ms: step * STEP })
+}
+
 fn settings() -> DecideSettings {
     DecideSettings { default: Some(spec(10.0)), reactive_width: Some(MINUTE) }
 }
@@ -92,9 +102,16 @@ fn run_dataflow(workers: usize) -> Vec<String> {
         let mut forecasts = InputHandle::new();
         let mut readings = InputHandle::new();
         let mut specs = InputHandle::new();
+        let mut flag_input = InputHandle::new();
         let probe = worker.dataflow::<Millis, _, _>(|scope| {
             let s = settings();
-            decide::decisions(forecasts.to_stream(scope), readings.to_stream(scope), specs.to_stream(scope), &s)
+            let (f, r, u, q) = (
+                forecasts.to_stream(scope),
+                readings.to_stream(scope),
+                specs.to_stream(scope),
+                flag_input.to_stream(scope),
+            );
+            decide::decisions(f, r, u, q, &s)
                 .inspect(move |d: &Decision| sink.lock().unwrap().push(serde_json::to_string(d).unwrap()))
                 .probe()
                 .0
@@ -103,13 +120,17 @@ fn run_dataflow(workers: usize) -> Vec<String> {
         let mine = |i: usize| Series::new(key(i)).route() % peers == index;
         for step in 0..STEPS {
             let t = step * STEP;
-            for x in [&mut forecasts as &mut dyn Advance, &mut readings, &mut specs] {
+            for x in [&mut forecasts as &mut dyn Advance, &mut readings, &mut specs, &mut flag_input] {
                 x.advance(t);
             }
             for (_, u) in updates().into_iter().filter(|(s, _)| *s == step) {
                 if index == 0 {
                     specs.send(u);
                 }
+            }
+            // Flags come from whichever worker rejected the record.
+            for f in (0..6).filter_map(|i| flags(i, step)).filter(|_| index == peers - 1) {
+                flag_input.send(f);
             }
             for i in (0..6).filter(|&i| mine(i)) {
                 if let Some(row) = forecast(i, step) {
@@ -132,10 +153,10 @@ fn run_dataflow(workers: usize) -> Vec<String> {
         }
         // Keep time moving past the last step, as a live stream would, so
         // that series 0's silence is noticed.
-        for x in [&mut forecasts as &mut dyn Advance, &mut readings, &mut specs] {
+        for x in [&mut forecasts as &mut dyn Advance, &mut readings, &mut specs, &mut flag_input] {
             x.advance(STEPS * STEP);
         }
-        drop((forecasts, readings, specs));
+        drop((forecasts, readings, specs, flag_input));
         while !probe.done() {
             worker.step();
         }
@@ -180,6 +201,13 @@ fn run_sequentially() -> Vec<String> {
                         // With no scaler left, the default takes over.
                         explicit = !scalers.is_empty();
                     }
+                }
+            }
+            if let Some(f) = flags(i, step) {
+                for (name, s) in &mut scalers {
+                    let detail = format!("{} (seen at {})", f.issue.describe(), format_datetime(f.at_ms));
+                    let d = s.on_flag(name, &f.series, t, FallbackReason::from(f.issue), detail);
+                    out.extend(d.map(|d| serde_json::to_string(&d).unwrap()));
                 }
             }
             // Staleness deadlines fall on step boundaries here (15 min).
@@ -243,7 +271,15 @@ fn decisions_match_a_sequential_run_on_one_and_three_workers() {
     same(&three, &expected, "3 workers");
     let reasons: Vec<Decision> = expected.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     let has = |reason: &str| reasons.iter().any(|d| d.reason.to_string() == reason);
-    for reason in ["forecast", "fallback:stale", "fallback:jump", "fallback:model-error"] {
+    for reason in [
+        "forecast",
+        "fallback:stale",
+        "fallback:jump",
+        "fallback:model-error",
+        "fallback:timestamp-unit",
+        "fallback:pods-missing",
+        "fallback:recovering",
+    ] {
         assert!(has(reason), "no {reason} decision");
     }
     // The deleted scaler decides nothing after step 30 (the default takes
@@ -257,4 +293,15 @@ fn decisions_match_a_sequential_run_on_one_and_three_workers() {
     let stale = reasons.iter().find(|d| d.reason.to_string() == "fallback:stale").unwrap();
     assert_eq!((stale.series.deployment.as_str(), stale.current), ("d0", stale.desired));
     assert!(reasons.iter().all(|d| !(d.series.deployment == "d1" && d.time_ms >= 25 * STEP && d.desired < d.current)));
+    // Bad input never lowers the count, whatever the gate saw.
+    for d in &reasons {
+        let bad_input = d.reason.to_string().starts_with("fallback:") && d.reason.to_string() != "fallback:model-error";
+        assert!(!(bad_input && d.desired < d.current), "{d:?}");
+    }
+    // Series 5 is held from the flag until its data has been healthy for
+    // `recover_after`: no forecast-driven decision in between.
+    let recover = ScalerSpec::default().fallback.recover_after;
+    assert!(reasons.iter().all(|d| !(d.series.deployment == "d5"
+        && (15 * STEP..15 * STEP + recover).contains(&d.time_ms)
+        && !d.reason.to_string().starts_with("fallback:"))));
 }

@@ -30,6 +30,7 @@ use prescale_dataflows::event_time::{Arrival, EventTimeSettings, PartitionClock}
 use prescale_dataflows::features::{self, FeatureSettings, WindowCounters};
 use prescale_dataflows::forecast::stage::{self, ForecastSettings, Signal};
 use prescale_dataflows::ingest::{self, Ingest};
+use prescale_dataflows::quality;
 use prescale_dataflows::record::{Sample, Series, SeriesKey};
 use prescale_dataflows::time::{DAY, HOUR, MINUTE, Millis, SECOND};
 use rustc_hash::FxHashMap;
@@ -385,7 +386,7 @@ fn decide_over_trace(
         let probe = ProbeHandle::new();
         let mut specs = InputHandle::<Millis, CapacityContainerBuilder<Vec<SpecUpdate>>>::new();
         let inputs = worker.dataflow::<Millis, _, _>(|scope| {
-            let (inputs, partials, _rejected) = ingest::inputs(&scope);
+            let (inputs, partials, rejected) = ingest::inputs(&scope);
             let rows = features::features(partials, &features_settings, WindowCounters::default());
             let forecasts = stage::forecasts(rows.clone(), &forecast_settings);
             let settings = decide::DecideSettings {
@@ -393,7 +394,7 @@ fn decide_over_trace(
                 reactive_width: (step > REACTIVE_WIDTH).then_some(REACTIVE_WIDTH),
             };
             let readings = decide::readings(rows.clone(), settings.reactive_width, Signal::Total);
-            decide::decisions(forecasts, readings, specs.to_stream(scope), &settings)
+            decide::decisions(forecasts, readings, specs.to_stream(scope), quality::flags(rejected), &settings)
                 .inspect(move |d| {
                     let Some(&(series, target)) = names.get(&d.scaler) else { return };
                     let band = (usize::from(target) == common)

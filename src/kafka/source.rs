@@ -241,16 +241,15 @@ pub fn drive(
                 ingest.reject(Rejected::new(RejectReason::Malformed, "empty message", origin, ""));
             }
             decoder.decode_bytes(payload, partition, offset as u64, &mut |result| match result {
-                Ok(sample) => match clock.observe(sample.time) {
+                Ok(sample) => match clock.admit(&sample) {
                     Arrival::OnTime(at) => {
                         latest = Some(latest.map_or(sample.time, |l: Millis| l.max(sample.time)));
                         ingest.push(at, sample);
                     }
-                    Arrival::Late { watermark } => {
+                    other => {
                         let origin = Origin { source: Arc::clone(&source), partition, offset: offset as u64 };
-                        let detail = format!("event time {} behind watermark {watermark}", sample.time);
                         let raw = format!("{} {} {}", sample.series, sample.time, sample.value);
-                        ingest.reject(Rejected::new(RejectReason::Late, detail, origin, &raw));
+                        ingest.reject_if_any(other.rejection(&sample, origin, &raw));
                     }
                 },
                 Err(rejected) => ingest.reject(rejected),

@@ -71,6 +71,7 @@ fn fallback(spec: Option<&FallbackPolicy>) -> FallbackSpec {
         max_change_factor: f.max_change_factor.unwrap_or(d.max_change_factor),
         max_error: f.max_error.unwrap_or(d.max_error),
         recover_after: secs(f.recover_after_seconds, d.recover_after),
+        min_reporting: d.min_reporting,
     }
 }
 

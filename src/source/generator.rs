@@ -303,7 +303,7 @@ pub fn drive(
 ) {
     use prescale_dataflows::decode::{Decoder, Format};
     use prescale_dataflows::event_time::{Arrival, PartitionClock};
-    use prescale_dataflows::record::{Origin, RejectReason, Rejected};
+    use prescale_dataflows::record::Origin;
     use std::sync::Arc;
 
     let index = feed.worker.index();
@@ -340,13 +340,12 @@ pub fn drive(
                 }
             }
         };
-        match clock.observe(sample.time) {
+        match clock.admit(&sample) {
             Arrival::OnTime(at) => feed.ingest.push(at, sample),
-            Arrival::Late { watermark } => {
+            other => {
                 let origin = Origin { source: Arc::clone(&source), partition, offset };
                 let raw = format!("{} {} {}", sample.series, format_datetime(sample.time), sample.value);
-                let detail = format!("event time {} behind watermark {watermark}", sample.time);
-                feed.ingest.reject(Rejected::new(RejectReason::Late, detail, origin, &raw));
+                feed.ingest.reject_if_any(other.rejection(&sample, origin, &raw));
             }
         }
     };

@@ -49,7 +49,7 @@ pub fn drive(
 
     let mut clocks: FxHashMap<Series, PartitionClock> = FxHashMap::default();
     let mut accepted: Vec<(Millis, Sample)> = Vec::new();
-    // The latest event time in the whole file, which every worker sees.
+    // The latest event time used in the whole file, which every worker sees.
     let mut last_time: Millis = 0;
     for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let offset = number as u64 + 1;
@@ -65,18 +65,22 @@ pub fn drive(
         let ingest = &mut *feed.ingest;
         decoder.decode(line, 0, offset, &mut |result| match result {
             Ok(sample) => {
-                last_time = last_time.max(sample.time);
+                // Every worker judges every series, so that all agree on
+                // the latest time the file really reaches (records the
+                // data-quality gate refuses do not count).
+                let clock = clocks.entry(sample.series.clone()).or_insert_with(|| PartitionClock::new(event_time));
+                let arrival = clock.admit(&sample);
+                if let Arrival::OnTime(_) = arrival {
+                    last_time = last_time.max(sample.time);
+                }
                 if sample.series.route() % peers != index {
                     return;
                 }
-                let clock = clocks.entry(sample.series.clone()).or_insert_with(|| PartitionClock::new(event_time));
-                match clock.observe(sample.time) {
+                match arrival {
                     Arrival::OnTime(at) => accepted.push((at, sample)),
-                    Arrival::Late { watermark } => {
+                    other => {
                         let origin = Origin { source: Arc::clone(&source), partition: 0, offset };
-                        let detail =
-                            format!("event time {} behind watermark {watermark} of {}", sample.time, sample.series);
-                        ingest.reject(Rejected::new(RejectReason::Late, detail, origin, line));
+                        ingest.reject_if_any(other.rejection(&sample, origin, line));
                     }
                 }
             }

@@ -61,6 +61,15 @@ pub struct FallbackSpec {
     /// After a bad input, how long the input must stay healthy before the
     /// forecast is trusted again (default 15 min).
     pub recover_after: Millis,
+    /// Pods missing: fewer pods than this share of the replicas report
+    /// metrics, where at least that many did before (default 0.5; 0 turns
+    /// the check off).
+    #[serde(default = "default_min_reporting")]
+    pub min_reporting: f64,
+}
+
+fn default_min_reporting() -> f64 {
+    0.5
 }
 
 impl Default for FallbackSpec {
@@ -72,6 +81,7 @@ impl Default for FallbackSpec {
             max_change_factor: 100.0,
             max_error: 10.0,
             recover_after: 15 * MINUTE,
+            min_reporting: default_min_reporting(),
         }
     }
 }
@@ -137,6 +147,9 @@ impl ScalerSpec {
         if !(f.max_change_factor > 1.0 && f.max_error > 0.0) {
             return bad("fallback.max_change_factor must exceed 1 and fallback.max_error must be positive".into());
         }
+        if !(0.0..=1.0).contains(&f.min_reporting) {
+            return bad(format!("fallback.min_reporting {} must be between 0 and 1", f.min_reporting));
+        }
         if f.max_load.is_some_and(|m| m.is_nan() || m <= 0.0) {
             return bad("fallback.max_load must be positive".into());
         }
@@ -159,6 +172,9 @@ pub struct LoadReading {
     pub end_ms: Millis,
     /// Its load, in the forecast signal's unit.
     pub load: f64,
+    /// Distinct pods that reported in the window (0 when unknown).
+    #[serde(default)]
+    pub pods: u32,
 }
 
 /// A scaler appearing, changing or going away.
@@ -195,9 +211,33 @@ pub enum FallbackReason {
     ModelError,
     /// Healthy again, but not yet for `recover_after`.
     Recovering,
+    /// The data-quality gate saw timestamps switch unit.
+    TimestampUnit,
+    /// The data-quality gate saw timestamps shift by whole hours.
+    TimestampShift,
+    /// The data-quality gate saw timestamps jump far ahead.
+    TimestampJump,
+    /// Fewer pods report metrics than the deployment has replicas: the
+    /// load seen undercounts.
+    PodsMissing,
 }
 
 impl FallbackReason {
+    /// Every reason, in a fixed order for reports and metrics.
+    pub const ALL: [FallbackReason; 11] = [
+        FallbackReason::Stale,
+        FallbackReason::Gap,
+        FallbackReason::OutOfRange,
+        FallbackReason::Jump,
+        FallbackReason::NoForecast,
+        FallbackReason::ModelError,
+        FallbackReason::Recovering,
+        FallbackReason::TimestampUnit,
+        FallbackReason::TimestampShift,
+        FallbackReason::TimestampJump,
+        FallbackReason::PodsMissing,
+    ];
+
     /// The kebab-case name used in reasons and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -208,6 +248,10 @@ impl FallbackReason {
             FallbackReason::NoForecast => "no-forecast",
             FallbackReason::ModelError => "model-error",
             FallbackReason::Recovering => "recovering",
+            FallbackReason::TimestampUnit => "timestamp-unit",
+            FallbackReason::TimestampShift => "timestamp-shift",
+            FallbackReason::TimestampJump => "timestamp-jump",
+            FallbackReason::PodsMissing => "pods-missing",
         }
     }
 
@@ -237,6 +281,16 @@ pub enum Reason {
     Fallback(FallbackReason),
 }
 
+impl From<crate::quality::Issue> for FallbackReason {
+    fn from(issue: crate::quality::Issue) -> Self {
+        match issue {
+            crate::quality::Issue::TimestampUnit => FallbackReason::TimestampUnit,
+            crate::quality::Issue::TimestampShift => FallbackReason::TimestampShift,
+            crate::quality::Issue::TimestampJump => FallbackReason::TimestampJump,
+        }
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -254,15 +308,6 @@ impl std::fmt::Display for Reason {
 impl std::str::FromStr for Reason {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let fallbacks = [
-            FallbackReason::Stale,
-            FallbackReason::Gap,
-            FallbackReason::OutOfRange,
-            FallbackReason::Jump,
-            FallbackReason::NoForecast,
-            FallbackReason::ModelError,
-            FallbackReason::Recovering,
-        ];
         Ok(match s {
             "forecast" => Reason::Forecast,
             "reactive-floor" => Reason::ReactiveFloor,
@@ -272,7 +317,7 @@ impl std::str::FromStr for Reason {
             "rate-limited" => Reason::RateLimited,
             other => {
                 let why = other.strip_prefix("fallback:").ok_or_else(|| format!("unknown reason `{other}`"))?;
-                let found = fallbacks.into_iter().find(|f| f.as_str() == why);
+                let found = FallbackReason::ALL.into_iter().find(|f| f.as_str() == why);
                 Reason::Fallback(found.ok_or_else(|| format!("unknown fallback `{why}`"))?)
             }
         })
@@ -363,6 +408,8 @@ mod tests {
             Reason::Fallback(FallbackReason::Stale),
             Reason::Fallback(FallbackReason::OutOfRange),
             Reason::Fallback(FallbackReason::ModelError),
+            Reason::Fallback(FallbackReason::TimestampUnit),
+            Reason::Fallback(FallbackReason::PodsMissing),
         ] {
             let json = serde_json::to_string(&r).unwrap_or_default();
             assert_eq!(serde_json::from_str::<Reason>(&json).ok(), Some(r), "{json}");

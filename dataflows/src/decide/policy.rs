@@ -15,6 +15,10 @@ use crate::forecast::stage::ForecastRow;
 use crate::record::SeriesKey;
 use crate::time::{Millis, SECOND, format_duration};
 
+/// Weight of a new reading in the level of reporting pods: a few minutes
+/// of readings, so that pods coming and going with scaling are followed.
+const PODS_WEIGHT: f64 = 0.25;
+
 /// A scaler's state between decisions.
 #[derive(Clone, Debug)]
 pub struct Scaler {
@@ -38,6 +42,13 @@ pub struct Scaler {
     /// Time between this scaler's decisions when short-window readings
     /// drive it; `None` decides on forecasts only (every step).
     cadence: Option<Millis>,
+    /// The latest event time the data-quality gate (or the pods check)
+    /// flagged this series at, and what it said: forecasts up to it were
+    /// made from the suspect stretch, so the hold keeps its reason until
+    /// data after it arrives.
+    flagged: Option<(Millis, String)>,
+    /// A slow average of the pods reporting in recent readings.
+    pods_level: Option<f64>,
 }
 
 /// What is wrong with one forecast's input, if anything.
@@ -59,6 +70,8 @@ impl Scaler {
             stale_reported: None,
             plan: None,
             cadence: None,
+            flagged: None,
+            pods_level: None,
         }
     }
 
@@ -120,7 +133,9 @@ impl Scaler {
             _ => {
                 if let Some((why, healthy_since)) = self.held {
                     let since = healthy_since.unwrap_or(origin);
-                    if origin.saturating_sub(since) >= self.spec.fallback.recover_after {
+                    if let Some((_, detail)) = self.flagged.as_ref().filter(|(until, _)| origin <= *until) {
+                        fallback = Some((why, detail.clone()));
+                    } else if origin.saturating_sub(since) >= self.spec.fallback.recover_after {
                         self.held = None;
                     } else {
                         self.held = Some((why, Some(since)));
@@ -213,6 +228,17 @@ impl Scaler {
             return None;
         }
         let now = reading.end_ms;
+        if let Some(detail) = self.pods_missing(reading.pods, current) {
+            let newly = self.held.is_none_or(|(why, since)| why != FallbackReason::PodsMissing || since.is_some());
+            self.held = Some((FallbackReason::PodsMissing, None));
+            self.flagged = Some((now, detail.clone()));
+            self.plan = None;
+            return if newly {
+                self.hold(scaler, &reading.series, now, FallbackReason::PodsMissing, detail, Some(load))
+            } else {
+                None
+            };
+        }
         let target = self.spec.target_per_replica;
         let floor = replicas_for(load, target);
         let used = match (&self.held, &self.plan) {
@@ -224,18 +250,26 @@ impl Scaler {
                 let forecast = replicas_for(u.upper, target);
                 if forecast >= floor { (forecast, Reason::Forecast) } else { (floor, Reason::ReactiveFloor) }
             }
-            None => (floor.max(current), Reason::ReactiveFloor),
+            // Held in fallback, the scale-up to the floor is the fallback.
+            None => match self.held {
+                Some((_, Some(_))) => (floor.max(current), Reason::Fallback(FallbackReason::Recovering)),
+                Some((why, None)) => (floor.max(current), Reason::Fallback(why)),
+                None => (floor.max(current), Reason::ReactiveFloor),
+            },
         };
+        let in_fallback = matches!(reason, Reason::Fallback(_));
         let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
         let clamped = raw.clamp(min, max);
-        if clamped != raw {
+        if clamped != raw && !in_fallback {
             reason = if clamped == min { Reason::Min } else { Reason::Max };
         }
         let (desired, bound) = self.history.normalize(&self.spec.behavior, now, current, clamped, min, max);
         if desired == current {
             return None;
         }
-        if let Some(bound) = bound {
+        if let Some(bound) = bound
+            && !in_fallback
+        {
             reason = match bound {
                 Bound::Stabilised => Reason::Stabilised,
                 Bound::RateLimited => Reason::RateLimited,
@@ -274,6 +308,44 @@ impl Scaler {
         let last = self.last_origin?;
         self.stale_reported = Some(last);
         self.held = Some((FallbackReason::Stale, None));
+        let detail = format!("no data for {}", format_duration(now - last));
+        self.hold(scaler, series, now, FallbackReason::Stale, detail, None)
+    }
+
+    /// Takes a flag of the data-quality gate at `now`: holds the count and
+    /// the scaler in fallback for `why` until data after the flag has been
+    /// healthy for `recover_after`. Reports only a new hold, not every bad
+    /// record of one.
+    pub fn on_flag(
+        &mut self,
+        scaler: &str,
+        series: &SeriesKey,
+        now: Millis,
+        why: FallbackReason,
+        detail: String,
+    ) -> Option<Decision> {
+        let newly = self.held.is_none_or(|(held, since)| held != why || since.is_some());
+        self.held = Some((why, None));
+        let until = self.flagged.as_ref().map_or(now, |(t, _)| now.max(*t));
+        self.flagged = Some((until, detail.clone()));
+        self.plan = None;
+        if !newly {
+            return None;
+        }
+        self.hold(scaler, series, now, why, detail, None)
+    }
+
+    /// A decision that keeps the current count (within `[min, max]`), for
+    /// a fallback on bad input. `None` before the first decision.
+    fn hold(
+        &mut self,
+        scaler: &str,
+        series: &SeriesKey,
+        now: Millis,
+        why: FallbackReason,
+        detail: String,
+        load: Option<f64>,
+    ) -> Option<Decision> {
         let current = self.current?;
         let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
         let (desired, _) = self.history.normalize(&self.spec.behavior, now, current, current.clamp(min, max), min, max);
@@ -285,14 +357,33 @@ impl Scaler {
             mode: self.spec.mode,
             current,
             desired,
-            reason: Reason::Fallback(FallbackReason::Stale),
-            detail: Some(format!("no data for {}", format_duration(now - last))),
-            load: None,
+            reason: Reason::Fallback(why),
+            detail: Some(detail),
+            load,
             reactive: None,
             forecast: None,
             model: None,
             recent_error: None,
         })
+    }
+
+    /// Whether too few pods report for the replicas the scaler set, where
+    /// more did recently: the load seen would undercount. Learns the usual
+    /// number of reporting pods from readings that pass.
+    fn pods_missing(&mut self, pods: u32, current: u32) -> Option<String> {
+        let share = self.spec.fallback.min_reporting;
+        if pods == 0 || share <= 0.0 {
+            return None;
+        }
+        let pods = f64::from(pods);
+        let expected = self.pods_level.unwrap_or(pods).min(f64::from(current));
+        if expected >= 2.0 && pods < share * expected {
+            // The level is not learnt from a collapse, or a lasting one
+            // would soon look normal.
+            return Some(format!("{pods} pods report metrics where {expected:.0} did"));
+        }
+        self.pods_level = Some(self.pods_level.map_or(pods, |l| l + PODS_WEIGHT * (pods - l)));
+        None
     }
 
     /// Whether `load` is off the recent level by more than the change
@@ -517,6 +608,60 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_holds_the_count_until_data_after_it_has_recovered() {
+        let mut s = Scaler::new(ScalerSpec {
+            behavior: Behavior {
+                scale_down: ScalingRules { stabilization: 0, select: SelectPolicy::Max, policies: vec![] },
+                ..Behavior::default()
+            },
+            ..spec()
+        });
+        assert_eq!(s.on_forecast("ps", &row(0, 150.0, 150.0, 0.0)).desired, 15);
+        let series = row(0, 0.0, 0.0, 0.0).series;
+        let d = s.on_flag("ps", &series, 7 * MINUTE, FallbackReason::TimestampUnit, "ms".into());
+        let d = d.expect("a new hold is reported");
+        assert_eq!((d.current, d.desired, d.reason), (15, 15, Reason::Fallback(FallbackReason::TimestampUnit)));
+        // More bad records of the same hold say nothing more.
+        assert!(s.on_flag("ps", &series, 8 * MINUTE, FallbackReason::TimestampUnit, "ms".into()).is_none());
+        // A forecast from before the last flag keeps the flag's reason, even
+        // though its load asks for 3 replicas; later ones recover first.
+        let d = s.on_forecast("ps", &row(5, 30.0, 30.0, 0.0));
+        assert_eq!((d.desired, d.reason), (15, Reason::Fallback(FallbackReason::TimestampUnit)));
+        let d = s.on_forecast("ps", &row(10, 30.0, 30.0, 0.0));
+        assert_eq!((d.desired, d.reason), (15, Reason::Fallback(FallbackReason::Recovering)));
+        // Readings meanwhile only scale up.
+        let reading = |m: u64, load: f64| LoadReading { series: series.clone(), end_ms: m * MINUTE, load, pods: 0 };
+        assert!(s.on_load("ps", &reading(11, 30.0)).is_none());
+        assert_eq!(s.on_load("ps", &reading(12, 170.0)).map(|d| d.desired), Some(17));
+        let d = s.on_forecast("ps", &row(25, 30.0, 30.0, 0.0));
+        assert_eq!((d.desired, d.reason), (3, Reason::Forecast));
+    }
+
+    #[test]
+    fn pods_vanishing_from_the_metrics_hold_the_count() {
+        let mut s = Scaler::new(spec()).with_cadence(Some(MINUTE));
+        assert_eq!(s.on_forecast("ps", &row(0, 100.0, 100.0, 0.0)).desired, 10);
+        let series = row(0, 0.0, 0.0, 0.0).series;
+        let reading =
+            |m: u64, load: f64, pods: u32| LoadReading { series: series.clone(), end_ms: m * MINUTE, load, pods };
+        for m in 1..4 {
+            assert!(s.on_load("ps", &reading(m, 100.0, 10)).is_none());
+        }
+        // Two pods of ten report: the load seen is a fifth of the real one.
+        let d = s.on_load("ps", &reading(4, 20.0, 2)).expect("the hold is reported");
+        assert_eq!((d.desired, d.reason), (10, Reason::Fallback(FallbackReason::PodsMissing)));
+        assert!(s.on_load("ps", &reading(5, 20.0, 2)).is_none());
+        let d = s.on_forecast("ps", &row(5, 20.0, 20.0, 0.0));
+        assert_eq!((d.desired, d.reason), (10, Reason::Fallback(FallbackReason::PodsMissing)));
+        // A scaler whose pods never matched its replicas (one exporter for
+        // the whole deployment) is not flagged.
+        let mut s = Scaler::new(spec()).with_cadence(Some(MINUTE));
+        s.on_forecast("ps", &row(0, 100.0, 100.0, 0.0));
+        assert!(s.on_load("ps", &reading(1, 100.0, 1)).is_none());
+        assert!(s.on_load("ps", &reading(2, 100.0, 1)).is_none());
+    }
+
+    #[test]
     fn stale_data_holds_once_per_silence() {
         let mut s = Scaler::new(spec());
         let key = row(0, 0.0, 0.0, 0.0).series;
@@ -534,7 +679,7 @@ mod tests {
     fn short_window_loads_scale_up_between_forecasts_but_never_down() {
         let mut s = Scaler::new(spec());
         let reading =
-            |m: u64, load: f64| LoadReading { series: row(0, 0.0, 0.0, 0.0).series, end_ms: m * MINUTE, load };
+            |m: u64, load: f64| LoadReading { series: row(0, 0.0, 0.0, 0.0).series, end_ms: m * MINUTE, load, pods: 0 };
         assert!(s.on_load("ps", &reading(1, 500.0)).is_none(), "nothing before the first forecast");
         s.on_forecast("ps", &row(0, 50.0, 50.0, 0.0));
         assert!(s.on_load("ps", &reading(1, 20.0)).is_none(), "no scale-down");
@@ -559,7 +704,7 @@ mod tests {
         r.upper[1] = 80.0;
         // At the origin, [0, 3 min] covers only the first step.
         assert_eq!(s.on_forecast("ps", &r).desired, 5);
-        let reading = |m: u64| LoadReading { series: r.series.clone(), end_ms: m * MINUTE, load: 50.0 };
+        let reading = |m: u64| LoadReading { series: r.series.clone(), end_ms: m * MINUTE, load: 50.0, pods: 0 };
         assert!(s.on_load("ps", &reading(1)).is_none());
         assert!(s.on_load("ps", &reading(2)).is_none(), "[2, 5 min] ends where the second step starts");
         // At 3 min, [3, 6 min] reaches the second step: pods asked for now

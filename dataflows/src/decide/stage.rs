@@ -26,9 +26,10 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::core::Concat;
 use timely::dataflow::operators::vec::Map;
 
-use super::{Decision, LoadReading, ScalerSpec, SpecUpdate, policy::Scaler};
+use super::{Decision, FallbackReason, LoadReading, ScalerSpec, SpecUpdate, policy::Scaler};
 use crate::features::FeatureRow;
 use crate::forecast::stage::{ForecastRow, Signal};
+use crate::quality::Flag;
 use crate::record::{Series, SeriesKey};
 use crate::time::{DAY, Millis};
 
@@ -65,6 +66,30 @@ impl Input {
     }
 }
 
+/// What reaches a series' worker by its hash: scaler specs, and the flags
+/// of the data-quality gate from whichever worker rejected the record.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+enum Control {
+    Spec(SpecUpdate),
+    Flag(Flag),
+}
+
+impl Control {
+    fn series(&self) -> &SeriesKey {
+        match self {
+            Control::Spec(u) => &u.series,
+            Control::Flag(f) => &f.series,
+        }
+    }
+
+    fn time(&self) -> Millis {
+        match self {
+            Control::Spec(u) => u.time_ms,
+            Control::Flag(f) => f.at_ms,
+        }
+    }
+}
+
 /// The short-window loads for [`decisions`]: tumbling rows of `width`
 /// (first revisions, which leave as soon as the window can be emitted),
 /// as the forecast signal measures them.
@@ -81,6 +106,7 @@ pub fn readings<'scope>(
                 Signal::Total => r.avg * f64::from(r.pods),
                 Signal::Avg => r.avg,
             },
+            pods: r.pods,
         }),
         _ => None,
     })
@@ -170,22 +196,26 @@ pub fn decisions<'scope>(
     forecasts: StreamVec<'scope, Millis, ForecastRow>,
     readings: StreamVec<'scope, Millis, LoadReading>,
     specs: StreamVec<'scope, Millis, SpecUpdate>,
+    flags: StreamVec<'scope, Millis, Flag>,
     settings: &DecideSettings,
 ) -> StreamVec<'scope, Millis, Decision> {
     let default = settings.default.clone();
     let cadence = settings.reactive_width;
-    let route = Exchange::new(|u: &SpecUpdate| Series::new(u.series.clone()).route());
+    let route = Exchange::new(|c: &Control| Series::new(c.series().clone()).route());
+    let control = specs.map(Control::Spec).concat(flags.map(Control::Flag));
     // Both come from the worker that owns the series: no exchange.
     let inputs = forecasts.map(Input::Forecast).concat(readings.map(Input::Reading));
     inputs.binary_frontier::<_, CapacityContainerBuilder<Vec<Decision>>, _, _, _, _>(
-        specs,
+        control,
         Pipeline,
         route,
         "Decide",
         move |_, _| {
             let mut scalers = Scalers::default();
             let mut rows: BTreeMap<Millis, (Capability<Millis>, Vec<Input>)> = BTreeMap::new();
-            let mut updates: BTreeMap<Millis, Vec<SpecUpdate>> = BTreeMap::new();
+            // Time → a capability when a flag (which decides) is among the
+            // controls of that time, and the controls.
+            let mut updates: BTreeMap<Millis, (Option<Capability<Millis>>, Vec<Control>)> = BTreeMap::new();
             // Deadline → a capability to report at it, and the series to check.
             let mut deadlines: BTreeMap<Millis, (Capability<Millis>, Vec<SeriesKey>)> = BTreeMap::new();
             let mut last_cleanup: Millis = 0;
@@ -204,10 +234,15 @@ pub fn decisions<'scope>(
                     }
                 });
                 specs.for_each_stamp(|cap, data| {
-                    let least = cap.least().copied().unwrap_or(0);
+                    let Some(least) = cap.least().copied() else { return };
                     for batch in data {
-                        for u in batch.drain(..) {
-                            updates.entry(u.time_ms.max(least)).or_default().push(u);
+                        for c in batch.drain(..) {
+                            let time = c.time().max(least);
+                            let entry = updates.entry(time).or_default();
+                            if matches!(c, Control::Flag(_)) && entry.0.is_none() {
+                                entry.0 = Some(cap.delayed(&time, 0));
+                            }
+                            entry.1.push(c);
                         }
                     }
                 });
@@ -229,8 +264,19 @@ pub fn decisions<'scope>(
                         .min()
                         .copied();
                     let Some(time) = next.filter(|t| limit.is_none_or(|l| *t < l)) else { break };
-                    for u in updates.remove(&time).unwrap_or_default() {
-                        scalers.update(u, cadence);
+                    // Flags decide, so they need a capability at their
+                    // time: the one of the rows at it, or a delayed one.
+                    let (flag_cap, controls) = updates.remove(&time).unwrap_or_default();
+                    let mut flags = Vec::new();
+                    for c in controls {
+                        match c {
+                            Control::Spec(u) => scalers.update(u, cadence),
+                            Control::Flag(f) => flags.push(f),
+                        }
+                    }
+                    if let Some(cap) = flag_cap {
+                        let mut session = output.session(&cap);
+                        flag(&mut scalers, time, flags, |d| session.give(d));
                     }
                     if let Some((cap, mut series)) = deadlines.remove(&time) {
                         series.sort();
@@ -277,6 +323,30 @@ pub fn decisions<'scope>(
             }
         },
     )
+}
+
+/// Hands the gate's flags of one time to the scalers of their series, in
+/// a fixed order; `emit` gets each decision. A flag never creates a
+/// default scaler: a series is first decided on a forecast.
+fn flag(scalers: &mut Scalers, time: Millis, mut flags: Vec<Flag>, mut emit: impl FnMut(Decision)) {
+    flags.sort_by(|a, b| (&a.series, a.issue).cmp(&(&b.series, b.issue)));
+    flags.dedup_by(|a, b| a.series == b.series && a.issue == b.issue);
+    for f in flags {
+        let why = FallbackReason::from(f.issue);
+        let detail = format!("{} (seen at {})", f.issue.describe(), crate::time::format_datetime(f.at_ms));
+        scalers.for_series(&f.series, None, |name, s| {
+            emit_some(s.on_flag(name, &f.series, time, why, detail.clone()), &mut emit);
+        });
+        if let Some(s) = scalers.defaults.get_mut(&f.series) {
+            emit_some(s.on_flag(DEFAULT_SCALER, &f.series, time, why, detail.clone()), &mut emit);
+        }
+    }
+}
+
+fn emit_some(d: Option<Decision>, emit: &mut impl FnMut(Decision)) {
+    if let Some(d) = d {
+        emit(d);
+    }
 }
 
 /// Inputs in a fixed order, so decisions leave in the same order on any

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Interner, Origin, RejectReason, Rejected, Sample, stable_hash};
+use crate::record::{Interner, Origin, RejectReason, Rejected, Sample, SeriesKey, stable_hash};
 
 /// The formats prescale decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,11 +62,20 @@ pub struct DecodeOptions {
     pub csv_metric: String,
     /// Largest accepted value; anything above is `out-of-range`.
     pub max_value: f64,
+    /// The deployments the job scales, as `namespace/deployment` patterns
+    /// where either part may be `*`; records of any other deployment are
+    /// rejected as `unknown-deployment`. Empty (the default) takes all.
+    pub deployments: Vec<String>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { namespace: "default".to_owned(), csv_metric: "value".to_owned(), max_value: 1e15 }
+        DecodeOptions {
+            namespace: "default".to_owned(),
+            csv_metric: "value".to_owned(),
+            max_value: 1e15,
+            deployments: Vec::new(),
+        }
     }
 }
 
@@ -95,6 +104,8 @@ impl Decoder {
     /// yields nothing.
     pub fn decode(&mut self, line: &str, partition: u32, offset: u64, out: &mut impl FnMut(Result<Sample, Rejected>)) {
         let ctx = Ctx { line, partition, offset, source: &self.source };
+        let known = &self.options.deployments;
+        let out = &mut |r: Result<Sample, Rejected>| out(r.and_then(|s| admit_names(s, known, &ctx)));
         match self.format {
             Format::Csv => csv::decode(line, &self.options, &mut self.interner, &ctx, out),
             Format::AdapterJson => adapter::decode(line, &self.options, &mut self.interner, &ctx, out),
@@ -115,7 +126,9 @@ impl Decoder {
     ) {
         if self.format == Format::Bincode {
             let ctx = Ctx { line: "", partition, offset, source: &self.source };
+            let known = &self.options.deployments;
             bincode::decode(bytes, &self.options, &mut self.interner, &ctx, &mut |r| {
+                let r = r.and_then(|s| admit_names(s, known, &ctx));
                 // The raw field of a binary rejection is its bytes in hex.
                 out(r.map_err(|mut e| {
                     e.raw = hex_prefix(bytes);
@@ -133,6 +146,34 @@ impl Decoder {
             }
         }
     }
+}
+
+/// The longest namespace or deployment name accepted: a Kubernetes object
+/// name is at most 253 bytes, so anything longer is not one.
+pub const MAX_NAME: usize = 253;
+
+/// The longest metric name accepted.
+pub const MAX_METRIC: usize = 512;
+
+/// Checks a decoded sample's names: Kubernetes-sized, and among the
+/// job's `decode.deployments` when it lists any.
+fn admit_names(sample: Sample, known: &[String], ctx: &Ctx<'_>) -> Result<Sample, Rejected> {
+    let key = sample.series.key();
+    if key.namespace.len() > MAX_NAME || key.deployment.len() > MAX_NAME || key.metric.len() > MAX_METRIC {
+        let longest = key.namespace.len().max(key.deployment.len()).max(key.metric.len());
+        return Err(ctx.reject(RejectReason::Malformed, format!("a name of {longest} bytes is too long")));
+    }
+    if !known.is_empty() && !known.iter().any(|p| matches_pattern(p, key)) {
+        let detail = format!("{} is not in decode.deployments", sample.series);
+        return Err(ctx.reject(RejectReason::UnknownDeployment, detail));
+    }
+    Ok(sample)
+}
+
+/// Whether `namespace/deployment` matches a `source.deployments` pattern.
+pub fn matches_pattern(pattern: &str, key: &SeriesKey) -> bool {
+    let (ns, name) = pattern.split_once('/').unwrap_or(("*", pattern));
+    (ns == "*" || ns == key.namespace) && (name == "*" || name == key.deployment)
 }
 
 /// The start of a binary record as hex, for a rejection's `raw` field.
