@@ -10,7 +10,10 @@
 //! outage), back off (little CPU, few log lines), make no decision while it
 //! sees no data, and end with exactly the reference's feature rows,
 //! forecasts, decisions and counts: nothing lost, nothing doubled, no
-//! record judged late because of the silence.
+//! record judged late because of the silence. After the restart one
+//! series' second half comes a moment before the others': partitions that
+//! were silent only because the broker was down must not be taken for
+//! idle, or that series would move the frontier past the others' records.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on any unexpected error.
 
@@ -27,16 +30,36 @@ use common::{prescale, run_ok, sorted_lines, summary, trace};
 /// How long the broker stays down: longer than the job's idle timeouts.
 const OUTAGE: Duration = Duration::from_secs(12);
 
-/// The job's `--exit-when-idle` and `--idle-timeout`: both far shorter than
-/// the outage, so an outage taken for idleness ends the job or closes
-/// windows early.
+/// The job's `--exit-when-idle` and `--idle-timeout`: both shorter than the
+/// outage, so an outage taken for idleness ends the job or judges records
+/// late; the idle timeout is longer than the time the second half takes to
+/// arrive once the broker is back.
 const JOB_ARGS: [&str; 8] =
-    ["--format", "bincode", "--from", "beginning", "--exit-when-idle", "4s", "--idle-timeout", "3s"];
+    ["--format", "bincode", "--from", "beginning", "--exit-when-idle", "4s", "--idle-timeout", "8s"];
+
+/// The job's librdkafka properties: reconnect soon after the broker is
+/// back, so that the first series' records reach the job before the
+/// others' are produced.
+const JOB_CONFIG: &str = "[kafka]\nproperties = { \"reconnect.backoff.max.ms\" = \"200\" }\n";
+
+/// The parts of the trace, in the order they are produced.
+struct Parts {
+    /// Every series up to the middle of the fortnight.
+    first: PathBuf,
+    /// One series after it...
+    second_one: PathBuf,
+    /// ...and the two others.
+    second_rest: PathBuf,
+    records: usize,
+    /// The split's event time in ms.
+    split_ms: u64,
+}
 
 /// Three NAB series over the same fortnight (5-minute CPU utilisation), in
-/// event-time order, split at the middle of that fortnight: the two halves
-/// as CSV files, the record count and the split's event time in ms.
-fn halves(dir: &Path) -> (PathBuf, PathBuf, usize, u64) {
+/// event-time order, split at the middle of that fortnight; the second half
+/// of the first series apart from the others'. Each series is its own
+/// deployment, keyed to its own partition of three.
+fn parts(dir: &Path) -> Parts {
     let text = std::fs::read_to_string(trace("nab")).unwrap();
     let series = [
         "realAWSCloudwatch/ec2_cpu_utilization_24ae8d",
@@ -59,7 +82,15 @@ fn halves(dir: &Path) -> (PathBuf, PathBuf, usize, u64) {
         path
     };
     let cut = rows.partition_point(|&(t, _)| t < split);
-    (write("first.csv", &rows[..cut]), write("second.csv", &rows[cut..]), rows.len(), split * 1000)
+    type Rows<'a> = Vec<(u64, &'a str)>;
+    let (one, rest): (Rows, Rows) = rows[cut..].iter().partition(|(_, l)| l.split(',').nth(1) == Some(series[0]));
+    Parts {
+        first: write("first.csv", &rows[..cut]),
+        second_one: write("second-one.csv", &one),
+        second_rest: write("second-rest.csv", &rest),
+        records: rows.len(),
+        split_ms: split * 1000,
+    }
 }
 
 fn produce(broker: &Broker, topic: &str, trace: &Path) -> u64 {
@@ -102,8 +133,11 @@ impl Files {
 }
 
 fn job(broker: &Broker, topic: &str, group: &str, files: &Files, stderr: &Path) -> Child {
+    let config = stderr.with_extension("toml");
+    std::fs::write(&config, JOB_CONFIG).unwrap();
     prescale()
-        .args(["run", "--source", &broker.uri(topic), "--group", group])
+        .args(["run", "--config", &config.display().to_string()])
+        .args(["--source", &broker.uri(topic), "--group", group])
         .args(JOB_ARGS)
         .args(files.args())
         .stdout(Stdio::null())
@@ -163,11 +197,11 @@ fn a_broker_outage_mid_stream_neither_ends_the_job_nor_loses_or_doubles_a_record
     let broker = Broker::private();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (first, second, records, split_ms) = halves(dir);
+    let Parts { first, second_one, second_rest, records, split_ms } = parts(dir);
 
     // The reference: the whole trace, no outage.
     let topic = broker.topic("reference", 3);
-    let produced = produce(&broker, &topic, &first) + produce(&broker, &topic, &second);
+    let produced: u64 = [&first, &second_one, &second_rest].iter().map(|p| produce(&broker, &topic, p)).sum();
     assert_eq!(produced, records as u64);
     let reference = Files::new(dir, "reference");
     let mut child = job(&broker, &topic, "reference", &reference, &dir.join("reference.stderr"));
@@ -211,7 +245,14 @@ fn a_broker_outage_mid_stream_neither_ends_the_job_nor_loses_or_doubles_a_record
     let outage_wall = down.elapsed();
     broker.start_broker();
     let back = Instant::now();
-    let second_count = produce(&broker, &topic, &second);
+    // One series first, and the others a moment later (well within the idle
+    // timeout): partitions taken for idle because of the outage would let
+    // the first series move the frontier past the others' records. The
+    // pause gives that failure its chance; nothing can be polled for, as
+    // a correct job shows nothing until the others arrive.
+    let mut second_count = produce(&broker, &topic, &second_one);
+    std::thread::sleep(Duration::from_millis(1500));
+    second_count += produce(&broker, &topic, &second_rest);
     assert_eq!(first_count + second_count, records as u64);
     let status = wait(&mut child, Duration::from_secs(60), "the job after the outage");
     let ended = back.elapsed();
