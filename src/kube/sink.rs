@@ -10,7 +10,11 @@
 //! `prescale`, so a concurrent change is a conflict, not a lost update),
 //! writes the resource's status, and records Events for scale actions,
 //! fallbacks and missing targets. `mode: ForecastOnly` and `--dry-run` write
-//! the status and never scale.
+//! the status and never scale. Every attempt reads the resource and the
+//! scale again, so a decision that waited (the rate limit, retries through
+//! an apiserver outage) is written from the cluster as it is then: from the
+//! current count, under the current mode, and held to the current
+//! `minReplicas`/`maxReplicas` ([`within_bounds`]).
 //!
 //! Per target (namespace/workload), at most one write is in flight: a task
 //! per busy target takes the latest pending decision of each scaler, so a
