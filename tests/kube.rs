@@ -509,6 +509,104 @@ fn an_apiserver_outage_is_retried_with_backoff_and_then_applied() {
     assert_eq!(replicas(c, &ns, "web"), "4");
 }
 
+/// Polls `check` every 100 ms until it holds; fails after `limit`.
+fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Spec updates until none comes for 2 s, as (scaler, maxReplicas or None
+/// for a retraction), sorted.
+fn updates_until_quiet(rx: &std::sync::mpsc::Receiver<SpecUpdate>) -> Vec<(String, Option<u32>)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    // The first waits out the watch's reconnect backoff.
+    let mut wait = Duration::from_secs(30);
+    while let Ok(u) = rx.recv_timeout(wait) {
+        got.push((u.scaler.clone(), u.spec.map(|s| s.max_replicas)));
+        wait = Duration::from_secs(2);
+        assert!(Instant::now() < deadline, "updates keep coming: {got:?}");
+    }
+    got.sort();
+    got
+}
+
+#[test]
+fn after_an_apiserver_restart_the_watcher_resyncs_and_the_sink_writes_from_a_fresh_view() {
+    let (c, _alone) = cluster_alone();
+    let ns = namespace(c, "resync");
+    deployment(c, &ns, "web", 2);
+    scaler(c, &ns, "web", "web", "");
+    scaler(c, &ns, "gone", "other", "");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let options =
+        WatchOptions { kubeconfig: Some(c.admin.clone()), namespace: Some(ns.clone()), ..WatchOptions::default() };
+    let watcher = SpecWatcher::start(options, tx).unwrap();
+    let initial: Vec<String> = rx.try_iter().map(|u| u.scaler).collect();
+    assert_eq!(initial.len(), 2, "{initial:?}");
+
+    // A write, then a decision that must wait out the rate limit: it is
+    // written only after the outage, over whatever happened meanwhile.
+    let min_interval = Duration::from_secs(25);
+    let options = SinkOptions {
+        kubeconfig: Some(c.admin.clone()),
+        min_interval,
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(2),
+        max_attempts: 60,
+        ..SinkOptions::default()
+    };
+    let sink = KubeSink::start(options).unwrap();
+    let decisions = sink.sender();
+    assert!(decisions.send(decision(&ns, "web", "web", 3, Reason::Forecast)));
+    eventually(Duration::from_secs(20), "the first decision applied", || replicas(c, &ns, "web") == "3");
+    let written = Instant::now();
+    let stopped = harness("stop-apiserver");
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    // Made under maxReplicas 20, while the apiserver is down.
+    assert!(decisions.send(decision(&ns, "web", "web", 12, Reason::Forecast)));
+    drop(decisions);
+    // Down long enough for the watch to fail and back off.
+    std::thread::sleep(Duration::from_secs(3));
+    let started = harness("start-apiserver");
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+
+    // Right after the restart: a bound lowered, a manual scale, a scaler
+    // deleted and one created.
+    kubectl_ok(c, &["-n", &ns, "patch", "ps", "web", "--type=merge", "-p", r#"{"spec":{"maxReplicas":6}}"#]);
+    kubectl_ok(c, &["-n", &ns, "scale", "deployment", "web", "--replicas", "7"]);
+    kubectl_ok(c, &["-n", &ns, "delete", "ps", "gone"]);
+    scaler(c, &ns, "new", "api", "");
+    assert!(
+        written.elapsed() < min_interval,
+        "the restart took {:?}: the pending decision may have been written before the edits, so this test cannot \
+         tell a stale write from a fresh one",
+        written.elapsed()
+    );
+
+    // The watcher reconnects and sees every change once; unchanged scalers
+    // are not sent again.
+    let updates = updates_until_quiet(&rx);
+    let want = vec![("gone".to_owned(), None), ("new".to_owned(), Some(20)), ("web".to_owned(), Some(6))];
+    assert_eq!(updates, want);
+    watcher.stop();
+
+    // The pending decision is written from what the cluster says now: held
+    // to the new maxReplicas, scaling from the manual count.
+    let report = sink.finish().unwrap();
+    assert_eq!((report.scaled, report.dropped), (2, 0), "{report:?}");
+    assert_eq!(replicas(c, &ns, "web"), "6", "a stale decision went past the maxReplicas set since");
+    let status = get_scaler(c, &ns, "web").status.unwrap();
+    assert_eq!((status.desired_replicas, status.reason.as_deref()), (Some(6), Some("max")), "{status:?}");
+    // (Not the Event: the recorder folds a second `Scaled` event of one
+    // resource into the first one's series, which keeps the first note.)
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("from 7 to 6"), "not scaled from the manual count: {ready:?}");
+}
+
 #[test]
 fn prescale_run_with_the_kubernetes_sink_scales_a_predictive_scalers_target() {
     // The generator's first series is shop/checkout, metric cpu_usage.

@@ -28,8 +28,12 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use super::{KafkaTopic, Properties, kafka_error};
 use crate::error::{Error, Result};
 
-/// How long a flush may wait for the broker before the job fails.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a flush may wait for the broker: until librdkafka has
+/// delivered every queued record or given up on it, after its own
+/// `message.timeout.ms` (default 300 s; `[kafka] properties` may change
+/// it, 0 for never). A shorter wait here would fail the job during a
+/// broker outage that librdkafka would still ride out, with rows in flight.
+const FLUSH_TIMEOUT: rdkafka::util::Timeout = rdkafka::util::Timeout::Never;
 
 /// Counts deliveries the broker refused.
 #[derive(Default)]

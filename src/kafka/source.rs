@@ -23,9 +23,23 @@
 //! commits, per partition, the offset from which a restart must read again
 //! ([`super::offsets`]). With `exit_when_idle`, the worker stops once it
 //! has read each of its partitions to the end and no record has reached it
-//! for that long; it closes its input (every window is flushed), waits
-//! until the outputs are complete and commits the offsets after the last
-//! record consumed.
+//! for that long, and the broker confirms it (the partitions' high
+//! watermarks are where the worker is); it closes its input (every window
+//! is flushed), waits until the outputs are complete and commits the
+//! offsets after the last record consumed.
+//!
+//! A broker outage is neither the end of the stream nor fatal: librdkafka
+//! reconnects by itself (with its own backoff), the worker keeps polling
+//! (parked between polls, not spinning) and reports the outage once, then
+//! at most every [`REPORT_EVERY`], and once more when records flow again.
+//! While the broker cannot confirm the end, the job does not end, and once
+//! it answers again the job waits the whole `exit_when_idle` afresh for
+//! records produced meanwhile. No record arrives during an outage, so
+//! event time and every output stand still (no decision is made on the
+//! absence of data). Silence during an outage is not idleness: when
+//! records flow again, every partition gets the whole idle timeout afresh,
+//! so a partition that comes back a moment after another is not left
+//! behind the frontier and its records are not judged late.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +71,21 @@ const POLL_WAIT: Duration = Duration::from_millis(5);
 
 /// How long metadata and offset queries may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the broker may take to confirm the end of a partition before
+/// the worker goes back to polling (and asks again later).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The least time between two confirmations the broker could not give.
+const CONFIRM_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a partition's high watermark must stay above the worker's
+/// position, with nothing delivered, before the gap is taken to hold no
+/// records (see [`confirm_end`]).
+const GAP_SETTLED: Duration = Duration::from_secs(10);
+
+/// The least time between two reports of one outage.
+pub const REPORT_EVERY: Duration = Duration::from_secs(30);
 
 /// What every worker learns about the topic before the job starts.
 #[derive(Clone, Debug, Default)]
@@ -135,6 +164,61 @@ struct Owned {
     last_record: Instant,
     /// Read to its end, and no record since.
     at_end: bool,
+    /// The offset after the last record consumed, or the offset reading
+    /// started from; `None` before the first record of a partition read
+    /// from its beginning or end.
+    next: Option<i64>,
+    /// The high watermark the broker gave when it was above `next`, and
+    /// when it first did, if nothing has been delivered since (see
+    /// [`confirm_end`]).
+    gap: Option<(i64, Instant)>,
+}
+
+/// Client errors since records last flowed: reported when they start, at
+/// most every [`REPORT_EVERY`] while they last, and when they end.
+struct Outage {
+    since: Instant,
+    errors: u64,
+    reported: Instant,
+    unreported: u64,
+}
+
+impl Outage {
+    fn new(now: Instant) -> Self {
+        Outage { since: now, errors: 0, reported: now, unreported: 0 }
+    }
+
+    /// Counts an error; reports the first one and then at most every
+    /// [`REPORT_EVERY`].
+    fn error(&mut self, uri: &str, error: &dyn std::fmt::Display, now: Instant) {
+        self.errors += 1;
+        if self.errors == 1 || now.duration_since(self.reported) >= REPORT_EVERY {
+            match self.unreported {
+                0 if self.errors == 1 => eprintln!("kafka: {uri}: {error}; retrying"),
+                n => eprintln!(
+                    "kafka: {uri}: {error} ({n} more errors since the last report); retrying, unreachable for {:.0?}",
+                    now.duration_since(self.since)
+                ),
+            }
+            self.reported = now;
+            self.unreported = 0;
+        } else {
+            self.unreported += 1;
+        }
+    }
+
+    /// Reports the end of the outage. The silence was the outage's, not the
+    /// partitions': each gets the whole idle timeout again to deliver.
+    fn end(self, uri: &str, what: &str, owned: &mut [Owned], now: Instant) {
+        eprintln!(
+            "kafka: {uri}: {what} again after {:.1?} ({} client errors)",
+            now.duration_since(self.since),
+            self.errors
+        );
+        for part in owned {
+            part.last_record = part.last_record.max(now);
+        }
+    }
 }
 
 /// Consumes this worker's partitions into the dataflow until idle (with
@@ -181,6 +265,8 @@ pub fn drive(
             progress: PartitionProgress::new(start, max_seen),
             last_record: started,
             at_end: false,
+            next: (start >= 0).then_some(start),
+            gap: None,
         });
     }
     if owned.is_empty() {
@@ -196,7 +282,8 @@ pub fn drive(
     let mut last_any = started;
     let mut last_commit = started;
     let mut committed: Vec<(i64, CommitMark)> = Vec::new();
-    let mut errors_reported = 0u32;
+    let mut outage: Option<Outage> = None;
+    let mut confirm_after = started;
     let mut empty_round = false;
     const BATCH: usize = 20_000;
     loop {
@@ -215,22 +302,32 @@ pub fn drive(
                     }
                     continue;
                 }
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    // The consumer is unusable (librdkafka gives up on it).
+                    return Err(Error::Kafka {
+                        what: format!("consuming {}", settings.topic.uri()),
+                        source: KafkaError::MessageConsumptionFatal(code),
+                    });
+                }
                 Some(Err(e)) => {
-                    // Transient client errors (a broker restarting) are
-                    // retried by librdkafka; report the first few.
-                    if errors_reported < 5 {
-                        errors_reported += 1;
-                        eprintln!("kafka: {}: {e}", settings.topic.uri());
-                    }
+                    // Transient client errors (a broker down or restarting)
+                    // are retried by librdkafka, which reconnects with its
+                    // own backoff.
+                    outage.get_or_insert_with(|| Outage::new(polled_at)).error(&settings.topic.uri(), &e, polled_at);
                     break;
                 }
             };
             got += 1;
+            if let Some(o) = outage.take() {
+                o.end(&settings.topic.uri(), "records flow", &mut owned, polled_at);
+            }
             let Some(&i) = slot.get(&message.partition()) else { continue };
             let part = &mut owned[i];
             part.last_record = polled_at;
             part.at_end = false;
             let offset = message.offset();
+            part.next = Some(offset.saturating_add(1));
+            part.gap = None;
             let partition = part.partition as u32;
             let ingest = &mut *feed.ingest;
             let clock = &mut part.clock;
@@ -289,10 +386,31 @@ pub fn drive(
             commit(&consumer, topic, &mut owned, frontier(feed), None, &mut committed, CommitMode::Async)?;
         }
         // Idle means read to the end of every partition, then nothing new
-        // for the whole duration (not merely slow to start).
-        if settings.exit_when_idle.is_some_and(|d| now.duration_since(last_any) >= d) && owned.iter().all(|p| p.at_end)
+        // for the whole duration (not merely slow to start), and the broker
+        // confirms that there is nothing more (not merely unreachable).
+        if settings.exit_when_idle.is_some_and(|d| now.duration_since(last_any) >= d)
+            && owned.iter().all(|p| p.at_end)
+            && now >= confirm_after
         {
-            break;
+            match confirm_end(&consumer, topic, &mut owned, settings.from == StartFrom::Latest) {
+                Ok(_) if outage.is_some() => {
+                    // The broker is back. The outage was no idle time: wait
+                    // the whole duration again for records produced
+                    // meanwhile, before ending.
+                    let now = Instant::now();
+                    if let Some(o) = outage.take() {
+                        o.end(&settings.topic.uri(), "the broker answers", &mut owned, now);
+                    }
+                    last_any = now;
+                }
+                Ok(true) => break,
+                Ok(false) => confirm_after = Instant::now() + CONFIRM_RETRY,
+                Err(e) => {
+                    let now = Instant::now();
+                    outage.get_or_insert_with(|| Outage::new(now)).error(&settings.topic.uri(), &e, now);
+                    confirm_after = now + CONFIRM_RETRY;
+                }
+            }
         }
     }
     // Idle: flush every window, wait for the outputs, then commit the
@@ -303,6 +421,45 @@ pub fn drive(
         feed.worker.step_or_park(Some(PARK));
     }
     commit(&consumer, topic, &mut owned, None, Some(flushed_from), &mut committed, CommitMode::Sync)
+}
+
+/// Asks the broker whether every partition was read to its end: its high
+/// watermark is where the worker is. An error means the broker could not
+/// say, e.g. during an outage (the end-of-partition events seen before it
+/// may be stale: they are not sent again for the same end).
+///
+/// A high watermark above the worker's position is not the end: librdkafka
+/// fetches what lies between. Unless the broker still gives the same
+/// watermark [`GAP_SETTLED`] later with nothing delivered meanwhile: then
+/// the gap holds nothing to deliver (transaction markers), and the
+/// partition is read.
+fn confirm_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    owned: &mut [Owned],
+    from_latest: bool,
+) -> std::result::Result<bool, KafkaError> {
+    let mut all = true;
+    for part in owned {
+        let (low, high) = consumer.fetch_watermarks(topic, part.partition, CONFIRM_TIMEOUT)?;
+        // Nothing read yet: from the beginning, the partition must be
+        // empty; from the end, the end-of-partition event said where it is.
+        let read = match part.next {
+            Some(next) => next >= high,
+            None => high <= low || from_latest,
+        };
+        if !read {
+            match part.gap {
+                Some((h, since)) if h == high && since.elapsed() >= GAP_SETTLED => {}
+                Some((h, _)) if h == high => all = false,
+                _ => {
+                    part.gap = Some((high, Instant::now()));
+                    all = false;
+                }
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// The output frontier: `None` once every output is complete.

@@ -10,7 +10,11 @@
 //! `prescale`, so a concurrent change is a conflict, not a lost update),
 //! writes the resource's status, and records Events for scale actions,
 //! fallbacks and missing targets. `mode: ForecastOnly` and `--dry-run` write
-//! the status and never scale.
+//! the status and never scale. Every attempt reads the resource and the
+//! scale again, so a decision that waited (the rate limit, retries through
+//! an apiserver outage) is written from the cluster as it is then: from the
+//! current count, under the current mode, and held to the current
+//! `minReplicas`/`maxReplicas` ([`within_bounds`]).
 //!
 //! Per target (namespace/workload), at most one write is in flight: a task
 //! per busy target takes the latest pending decision of each scaler, so a
@@ -377,6 +381,26 @@ async fn write_with_retry(ctx: &Ctx, key: &str, mut decision: Decision) {
     }
 }
 
+/// The decision held to the resource's bounds as they are now, when they
+/// no longer allow it (`None` when they do). A decision waits before it is
+/// written (the rate limit, retries through an apiserver outage) and the
+/// resource may be edited meanwhile: the dataflow learns of the edit from
+/// the watcher, but only its later decisions follow it. Applying the older
+/// count would scale on a stale view, past a `maxReplicas` just lowered.
+fn within_bounds(d: &Decision, spec: &super::crd::PredictiveScalerSpec) -> Option<Decision> {
+    let (min, max) = (spec.min_replicas, spec.max_replicas.max(spec.min_replicas));
+    let (desired, reason, bound) = match d.desired {
+        n if n > max => (max, Reason::Max, "maxReplicas"),
+        n if n < min => (min, Reason::Min, "minReplicas"),
+        _ => return None,
+    };
+    let mut bounded = d.clone();
+    bounded.desired = desired;
+    bounded.reason = reason;
+    bounded.detail = Some(format!("decided {} ({}), held to {bound} {desired} as edited since", d.desired, d.reason));
+    Some(bounded)
+}
+
 fn is_not_found(e: &::kube::Error) -> bool {
     matches!(e, ::kube::Error::Api(s) if s.code == 404)
 }
@@ -429,6 +453,8 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
         bump(&ctx.counters.unmanaged);
         return Ok(());
     }
+    let bounded = within_bounds(d, &ps.spec);
+    let d = bounded.as_ref().unwrap_or(d);
     let params = PatchParams { field_manager: Some(ctx.options.field_manager.clone()), ..PatchParams::default() };
     let desired = i32::try_from(d.desired).unwrap_or(i32::MAX);
     let mut conflict = None;
@@ -716,6 +742,18 @@ mod tests {
         let samples: Vec<Duration> = (0..20).map(|_| backoff(&o, 10, "shop/web")).collect();
         assert!(samples.iter().any(|d| *d != samples[0]), "no jitter: {samples:?}");
         assert!(samples.iter().all(|d| *d < o.backoff_max));
+    }
+
+    #[test]
+    fn a_decision_is_held_to_the_bounds_the_resource_has_when_it_is_written() {
+        let mut ps: PredictiveScaler = serde_json::from_value(scaler_json()).unwrap();
+        assert!(within_bounds(&decision(5), &ps.spec).is_none());
+        let held = within_bounds(&decision(12), &ps.spec).unwrap();
+        assert_eq!((held.desired, held.reason), (10, Reason::Max));
+        assert!(held.detail.unwrap().contains("decided 12 (forecast)"));
+        ps.spec.min_replicas = 6;
+        let held = within_bounds(&decision(5), &ps.spec).unwrap();
+        assert_eq!((held.desired, held.reason), (6, Reason::Min));
     }
 
     #[test]

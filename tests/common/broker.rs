@@ -37,11 +37,15 @@ impl Broker {
         {
             return Broker { bootstrap, started: None };
         }
+        Broker::private()
+    }
+
+    /// A broker of this test's own, whatever `KAFKA_BOOTSTRAP` says: one it
+    /// may stop and start again ([`Broker::stop_broker`]) without disturbing
+    /// other tests. Stopped, and its state removed, on drop.
+    pub fn private() -> Broker {
         let state = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(harness())
-            .arg("start")
-            .env("KAFKA_HARNESS_DIR", state.path())
+        let out = harness_command("start", state.path())
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("cannot run the Kafka harness {}: {e}", harness().display()));
@@ -58,6 +62,29 @@ impl Broker {
                 out.status
             ),
         }
+    }
+
+    /// Stops the broker's JVM, keeping its data, topics and port: an
+    /// outage. Only for a [`Broker::private`] one.
+    pub fn stop_broker(&self) {
+        self.harness("stop-broker");
+    }
+
+    /// Starts a broker stopped by [`Broker::stop_broker`] again, on the same
+    /// data and port; returns once it answers metadata requests.
+    pub fn start_broker(&self) {
+        self.harness("start-broker");
+    }
+
+    fn harness(&self, command: &str) {
+        let state = self.started.as_ref().expect("only a broker this test started can be stopped and started");
+        let out = harness_command(command, state.path()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kafka.sh {command} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A client config for it.
@@ -130,9 +157,19 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(state) = &self.started {
-            let _ = Command::new("bash").arg(harness()).arg("stop").env("KAFKA_HARNESS_DIR", state.path()).status();
+            let _ = harness_command("stop", state.path()).stderr(Stdio::null()).status();
+            // The harness' lock beside the state dir.
+            let _ = std::fs::remove_file(format!("{}.lock", state.path().display()));
         }
     }
+}
+
+/// `kafka.sh COMMAND` on the broker whose state is in `state`.
+fn harness_command(command: &str, state: &Path) -> Command {
+    let mut c = Command::new("bash");
+    c.arg(harness()).arg(command).env("KAFKA_HARNESS_DIR", state).env_remove("KAFKA_HARNESS_PORT");
+    c.env_remove("KAFKA_HARNESS_CONTROLLER_PORT");
+    c
 }
 
 /// Polls a future to completion; rdkafka's admin futures are completed by

@@ -27,7 +27,13 @@
 #                broker.
 #   stop         SIGTERM the broker, wait up to 30 s, then SIGKILL; remove the
 #                state dir. Idempotent.
-#   restart      stop, then start.
+#   restart      stop, then start (a fresh broker: topics and data are gone).
+#   stop-broker  Stop only the broker's JVM (SIGTERM, then SIGKILL after 30 s) and
+#                KEEP the state dir: its data, topics, committed offsets and port
+#                (for outage tests). Idempotent.
+#   start-broker Start the broker again from a state dir that `stop-broker` left:
+#                same port, cluster id and data; waits until it serves metadata
+#                requests and prints the same export lines as `start`.
 #   status       Say whether a broker is running (exit 0) or not (exit 1).
 #   env          Print the export lines of the running broker (exit 1 if none).
 #   fetch        Only download the jars into the cache (prints nothing on stdout).
@@ -271,7 +277,8 @@ with_state_lock() { # run "$@" holding a lock beside the state dir
 
 # ------------------------------------------------------------------ commands
 
-do_stop() {
+# Stops the broker's JVM, keeping the state dir.
+stop_jvm() {
   check_state_dir
   local pid waited=0
   if pid="$(broker_pid)"; then
@@ -289,6 +296,10 @@ do_stop() {
     fi
     log "broker stopped"
   fi
+}
+
+do_stop() {
+  stop_jvm
   if [[ -d "$STATE_DIR" ]]; then
     rm -rf "$STATE_DIR"
   fi
@@ -365,6 +376,13 @@ do_start() {
   fi
 
   log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$port (controller :$cport), state in $STATE_DIR ..."
+  launch_and_wait "$port" "$t0"
+}
+
+# Starts the JVM on the state dir's server.properties and waits until the
+# broker on 127.0.0.1:$1 answers; $2 is when the start began (for the log).
+launch_and_wait() {
+  local port="$1" t0="$2" pid
   local -a heap extra
   read -r -a heap <<<"$HEAP_OPTS"
   read -r -a extra <<<"$EXTRA_JVM_OPTS"
@@ -424,6 +442,28 @@ do_start() {
   print_env
 }
 
+do_start_broker() {
+  check_state_dir
+  local pid port
+  if pid="$(broker_pid)"; then
+    log "the broker in $STATE_DIR is already running (pid $pid)"
+    print_env
+    return 0
+  fi
+  [[ -f "$STATE_DIR/server.properties" && -d "$STATE_DIR/data" && -f "$BOOTSTRAP_FILE" ]] ||
+    die "no stopped broker in $STATE_DIR to start again (use 'start' for a new one)"
+  find_java
+  fetch
+  port="$(bootstrap)"
+  port="${port##*:}"
+  if port_open "$port"; then
+    die "port $port of the stopped broker is taken by another process"
+  fi
+  log "starting the broker again on 127.0.0.1:$port from $STATE_DIR ..."
+  rm -f "$PID_FILE" # the stopped JVM's: the wait below must see the new one
+  launch_and_wait "$port" "$(now)"
+}
+
 do_status() {
   local pid
   if pid="$(broker_pid)"; then
@@ -453,6 +493,8 @@ case "$COMMAND" in
   start) with_state_lock do_start ;;
   stop) with_state_lock do_stop ;;
   restart) with_state_lock do_stop && with_state_lock do_start ;;
+  stop-broker) with_state_lock stop_jvm ;;
+  start-broker) with_state_lock do_start_broker ;;
   status) do_status ;;
   env) broker_pid >/dev/null || die "no broker running from $STATE_DIR"; print_env ;;
   fetch) find_java; fetch ;;
