@@ -218,9 +218,10 @@ pub fn drive(
                 Some(Err(e)) => {
                     // Transient client errors (a broker restarting) are
                     // retried by librdkafka; report the first few.
+                    crate::metrics::global().kafka_error("consume");
                     if errors_reported < 5 {
                         errors_reported += 1;
-                        eprintln!("kafka: {}: {e}", settings.topic.uri());
+                        tracing::warn!(topic = %settings.topic.uri(), error = %e, "kafka source: consume error");
                     }
                     break;
                 }
