@@ -1,9 +1,12 @@
 //! When windows close, in wall time: the clock that decision latency is
 //! measured from.
 //!
-//! A window ending at `e` is final once the input frontier reaches `e`: no
-//! record before `e` can still arrive. Each worker of the process tells the
-//! clock its input frontier when it advances ([`CloseClock::advanced`]); the
+//! Timely timestamps are watermarks (the largest event time seen minus the
+//! allowed lateness), and the window operator emits a window ending at `e`
+//! once the input frontier passes `e − lateness`: the stream has then
+//! reached `e` (see `prescale_dataflows::features::windows`). That moment
+//! is the window's close. Each worker of the process tells the clock its
+//! input frontier when it advances ([`CloseClock::advanced`]); the
 //! process' frontier is the least of them, and the clock keeps the wall
 //! time at which it first reached each value. A decision made for the
 //! window ending at `e` then asks [`CloseClock::closed_at`] when that was.
@@ -25,6 +28,8 @@ const REMEMBERED: usize = 1 << 16;
 /// Wall time at which this process' input frontier passed each event time.
 #[derive(Default)]
 pub struct CloseClock {
+    /// The job's allowed lateness.
+    lateness: std::sync::atomic::AtomicU64,
     /// Input frontier of each local worker.
     slots: Mutex<Vec<Option<Millis>>>,
     /// (frontier, when it was first reached), frontiers increasing.
@@ -32,8 +37,10 @@ pub struct CloseClock {
 }
 
 impl CloseClock {
-    /// Starts over for a job of `workers` workers in this process.
-    pub fn start(&self, workers: usize) {
+    /// Starts over for a job of `workers` workers in this process, with
+    /// this allowed lateness.
+    pub fn start(&self, workers: usize, lateness: Millis) {
+        self.lateness.store(lateness, std::sync::atomic::Ordering::Relaxed);
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *slots = vec![None; workers];
         self.passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
@@ -67,14 +74,15 @@ impl CloseClock {
         least(&self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// When the process' input frontier first reached `end`: the moment the
-    /// window ending there closed. `None` if it has not, or so long ago that
-    /// the clock forgot.
+    /// When the window ending at `end` closed: when the process' input
+    /// frontier first passed `end − lateness`. `None` if it has not, or so
+    /// long ago that the clock forgot.
     pub fn closed_at(&self, end: Millis) -> Option<Instant> {
+        let due = end.saturating_sub(self.lateness.load(std::sync::atomic::Ordering::Relaxed));
         let passed = self.passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = passed.partition_point(|&(f, _)| f < end);
+        let first = passed.partition_point(|&(f, _)| f <= due);
         // Before the first remembered entry, the close may be older still.
-        if first == 0 && passed.front().is_some_and(|&(f, _)| f > end) && passed.len() >= REMEMBERED {
+        if first == 0 && passed.len() >= REMEMBERED {
             return None;
         }
         passed.get(first).map(|&(_, at)| at)
@@ -93,17 +101,20 @@ mod tests {
     #[test]
     fn a_window_closes_when_the_slowest_worker_passes_its_end() {
         let clock = CloseClock::default();
-        clock.start(2);
+        // Windows ending at e close when the frontier passes e - 10 s.
+        clock.start(2, 10_000);
         clock.advanced(0, 300_000);
         assert_eq!(clock.closed_at(300_000), None, "worker 1 has not advanced");
         clock.advanced(1, 200_000);
         let first = clock.closed_at(200_000);
         assert!(first.is_some());
-        assert_eq!(clock.closed_at(300_000), None, "worker 1 is still before 300 s");
-        clock.advanced(1, 360_000);
+        assert_eq!(clock.closed_at(300_000), None, "worker 1 is still before 290 s");
+        clock.advanced(1, 290_000);
+        assert_eq!(clock.closed_at(300_000), None, "the frontier is at 290 s, not past it");
+        clock.advanced(1, 291_000);
         let second = clock.closed_at(300_000);
         assert!(second.is_some() && second >= first);
-        assert_eq!(clock.frontier(), Some(300_000));
+        assert_eq!(clock.frontier(), Some(291_000));
         // A window that ended earlier closed no later than the first entry.
         assert_eq!(clock.closed_at(100_000), first);
         // The end of the input closes everything.
