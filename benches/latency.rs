@@ -90,7 +90,7 @@ fn run(p: &Params) -> Run {
     let span = (p.seconds as f64 * 1000.0 * event_per_wall_ms) as Millis;
     let generator = GeneratorSettings { duration: span, ..generator };
     let closes = Arc::new(CloseClock::default());
-    closes.start(p.workers, settings.event_time.lateness);
+    closes.start(p.workers);
     let started = Instant::now();
     let shared = Arc::clone(&settings);
     let guards = timely::execute(timely::Config::process(p.workers), move |worker| {

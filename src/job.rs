@@ -77,7 +77,7 @@ pub fn run(mut settings: Settings) -> Result<Option<Summary>> {
     let config = timely_config(&settings.cluster);
     let observed = metrics::global();
     observed.health.start(settings.cluster.workers, settings.metrics.stall_timeout);
-    observed.closes.start(settings.cluster.workers, settings.event_time.lateness);
+    observed.closes.start(settings.cluster.workers);
     tracing::info!(
         source = %source_name(&settings.source),
         workers = settings.cluster.workers,

@@ -2,10 +2,13 @@
 //! measured from.
 //!
 //! Timely timestamps are watermarks (the largest event time seen minus the
-//! allowed lateness), and the window operator emits a window ending at `e`
-//! once the input frontier passes `e − lateness`: the stream has then
-//! reached `e` (see `prescale_dataflows::features::windows`). That moment
-//! is the window's close. Each worker of the process tells the clock its
+//! allowed lateness). The window operator emits a first revision of a
+//! window ending at `e` once the input frontier passes `e − lateness`, and
+//! the window is final once the frontier passes `e`: no record for it can
+//! arrive any more. The forecast stage forecasts from final windows only,
+//! so a decision for the window ending at `e` can be made from the moment
+//! the frontier passes `e`: that is the window's close here, and what the
+//! decision latency is measured from. Each worker of the process tells the clock its
 //! input frontier when it advances ([`CloseClock::advanced`]); the
 //! process' frontier is the least of them, and the clock keeps the wall
 //! time at which it first reached each value. A decision made for the
@@ -28,8 +31,6 @@ const REMEMBERED: usize = 1 << 16;
 /// Wall time at which this process' input frontier passed each event time.
 #[derive(Default)]
 pub struct CloseClock {
-    /// The job's allowed lateness.
-    lateness: std::sync::atomic::AtomicU64,
     /// Input frontier of each local worker.
     slots: Mutex<Vec<Option<Millis>>>,
     /// (frontier, when it was first reached), frontiers increasing.
@@ -37,10 +38,8 @@ pub struct CloseClock {
 }
 
 impl CloseClock {
-    /// Starts over for a job of `workers` workers in this process, with
-    /// this allowed lateness.
-    pub fn start(&self, workers: usize, lateness: Millis) {
-        self.lateness.store(lateness, std::sync::atomic::Ordering::Relaxed);
+    /// Starts over for a job of `workers` workers in this process.
+    pub fn start(&self, workers: usize) {
         let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *slots = vec![None; workers];
         self.passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
@@ -75,12 +74,11 @@ impl CloseClock {
     }
 
     /// When the window ending at `end` closed: when the process' input
-    /// frontier first passed `end − lateness`. `None` if it has not, or so
-    /// long ago that the clock forgot.
+    /// frontier first passed `end`. `None` if it has not, or so long ago
+    /// that the clock forgot.
     pub fn closed_at(&self, end: Millis) -> Option<Instant> {
-        let due = end.saturating_sub(self.lateness.load(std::sync::atomic::Ordering::Relaxed));
         let passed = self.passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = passed.partition_point(|&(f, _)| f <= due);
+        let first = passed.partition_point(|&(f, _)| f <= end);
         // Before the first remembered entry, the close may be older still.
         if first == 0 && passed.len() >= REMEMBERED {
             return None;
@@ -101,20 +99,22 @@ mod tests {
     #[test]
     fn a_window_closes_when_the_slowest_worker_passes_its_end() {
         let clock = CloseClock::default();
-        // Windows ending at e close when the frontier passes e - 10 s.
-        clock.start(2, 10_000);
+        clock.start(2);
         clock.advanced(0, 300_000);
         assert_eq!(clock.closed_at(300_000), None, "worker 1 has not advanced");
         clock.advanced(1, 200_000);
-        let first = clock.closed_at(200_000);
+        let first = clock.closed_at(199_000);
+        assert_eq!(clock.closed_at(200_000), None, "a window ending at the frontier is not final yet");
         assert!(first.is_some());
-        assert_eq!(clock.closed_at(300_000), None, "worker 1 is still before 290 s");
-        clock.advanced(1, 290_000);
-        assert_eq!(clock.closed_at(300_000), None, "the frontier is at 290 s, not past it");
-        clock.advanced(1, 291_000);
+        assert_eq!(clock.closed_at(300_000), None, "worker 1 is still before 300 s");
+        clock.advanced(1, 300_000);
+        assert_eq!(clock.closed_at(300_000), None, "the frontier is at 300 s, not past it");
+        clock.advanced(1, 301_000);
+        assert_eq!(clock.closed_at(300_000), None, "worker 0 is at 300 s");
+        clock.advanced(0, 360_000);
         let second = clock.closed_at(300_000);
         assert!(second.is_some() && second >= first);
-        assert_eq!(clock.frontier(), Some(291_000));
+        assert_eq!(clock.frontier(), Some(301_000));
         // A window that ended earlier closed no later than the first entry.
         assert_eq!(clock.closed_at(100_000), first);
         // The end of the input closes everything.

@@ -152,8 +152,8 @@ impl Metrics {
         let decision_latency = Histogram::new(latency_buckets());
         registry.register(
             "prescale_decision_latency_seconds",
-            "Wall time from the input frontier passing a decision's window end (the window closing) to the decision \
-             leaving the decide stage",
+            "Wall time from a decision's window closing (the input frontier of this process passing the window's end: \
+             the window is final) to the decision leaving the decide stage",
             decision_latency.clone(),
         );
         Metrics {
