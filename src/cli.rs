@@ -12,6 +12,10 @@ use crate::error::{Error, Result};
 #[derive(Debug, Parser)]
 #[command(name = "prescale", version, about)]
 pub struct Cli {
+    /// How log lines on stderr are written: `text` or `json` (one object
+    /// per line).
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -273,6 +277,14 @@ pub struct RunArgs {
     /// File with one host:port per process.
     #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on HOST:PORT (default
+    /// 127.0.0.1:9464; port 0 picks a free port), or `off`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Keep the metrics endpoint up this long after the job ends, for a
+    /// last scrape (default 0s).
+    #[arg(long, value_name = "DURATION")]
+    pub metrics_linger: Option<String>,
 }
 
 impl RunArgs {
@@ -294,6 +306,8 @@ impl RunArgs {
         set(&mut c.source.group, &self.group);
         set(&mut c.source.exit_when_idle, &self.exit_when_idle);
         set(&mut c.source.idle_timeout, &self.idle_timeout);
+        set(&mut c.metrics.addr, &self.metrics_addr);
+        set(&mut c.metrics.linger, &self.metrics_linger);
         if let Some(f) = &self.format {
             c.source.format = Some(parse_format("--format", f)?);
         }

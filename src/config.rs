@@ -66,6 +66,24 @@ pub struct JobConfig {
     pub kubernetes: KubernetesConfig,
     /// Settings of every Kafka client.
     pub kafka: KafkaConfig,
+    /// The metrics and health endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the HTTP endpoint serving Prometheus metrics, `/healthz`
+/// and `/readyz`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` to listen on (default `127.0.0.1:9464`; port 0 picks a
+    /// free one and logs it), or `off`.
+    pub addr: Option<String>,
+    /// Keep serving this long after the job ends, so that a last scrape
+    /// sees the final counts (default `0s`).
+    pub linger: Option<String>,
+    /// `/healthz` fails when a worker has not stepped its dataflows for
+    /// this long (default `60s`).
+    pub stall_timeout: Option<String>,
 }
 
 /// `[kafka]`.
@@ -435,6 +453,38 @@ pub struct Settings {
     pub summary_json: Option<PathBuf>,
     /// The cluster.
     pub cluster: ClusterSettings,
+    /// The metrics endpoint.
+    pub metrics: MetricsSettings,
+}
+
+/// The metrics endpoint, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsSettings {
+    /// Where to listen; `None` when off.
+    pub addr: Option<std::net::SocketAddr>,
+    /// How long to keep serving after the job ends.
+    pub linger: Duration,
+    /// Heartbeat age at which a worker counts as stalled.
+    pub stall_timeout: Duration,
+}
+
+/// The default address of the metrics endpoint (9464 is the port
+/// registered for Prometheus exporters of this kind).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+fn metrics_settings(c: &MetricsConfig) -> Result<MetricsSettings> {
+    let text = c.addr.as_deref().unwrap_or(DEFAULT_METRICS_ADDR).trim();
+    let addr = if text == "off" {
+        None
+    } else {
+        let parsed = std::net::ToSocketAddrs::to_socket_addrs(text).ok().and_then(|mut a| a.next());
+        Some(parsed.ok_or_else(|| Error::invalid("metrics.addr", format!("{text:?} is not HOST:PORT or `off`")))?)
+    };
+    Ok(MetricsSettings {
+        addr,
+        linger: Duration::from_millis(duration("metrics.linger", c.linger.as_deref(), "0s")?),
+        stall_timeout: wall_duration("metrics.stall_timeout", c.stall_timeout.as_deref(), "60s")?,
+    })
 }
 
 fn duration(field: &str, text: Option<&str>, default: &str) -> Result<Millis> {
@@ -579,6 +629,7 @@ impl Settings {
             kafka_properties: config.kafka.properties.clone(),
             summary_json: config.sink.summary_json.clone(),
             cluster: cluster_settings(&config.cluster)?,
+            metrics: metrics_settings(&config.metrics)?,
         })
     }
 }
@@ -793,6 +844,9 @@ mod tests {
             ("[source]\nuri = \"kafka://nohost/t\"", "source.uri"),
             ("[sink]\nuri = \"kafka://h:1/\"", "sink.uri"),
             ("[sink]\ndead_letter = \"kafka://h:1\"", "sink.dead_letter"),
+            ("[metrics]\naddr = \"localhost\"", "metrics.addr"),
+            ("[metrics]\nlinger = \"a while\"", "metrics.linger"),
+            ("[metrics]\nstall_timeout = \"0s\"", "metrics.stall_timeout"),
         ] {
             let e = settings(toml).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains(field), "{toml}: {e}");

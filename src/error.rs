@@ -46,6 +46,14 @@ pub enum Error {
     /// A Kafka topic or cluster is not as the job needs it.
     #[error("kafka: {0}")]
     KafkaSetup(String),
+    /// The metrics endpoint could not listen on its address.
+    #[error("metrics endpoint {addr}: {source}")]
+    Endpoint {
+        /// The address, as configured.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// The timely runtime failed (a worker panicked or could not connect).
     #[error("timely runtime: {0}")]
     Runtime(String),

@@ -39,6 +39,7 @@ use crate::kafka::sink::KafkaSink;
 use crate::kafka::{self, source::Plan};
 use crate::kube::KubeIo;
 use crate::kube::sink::DecisionSender;
+use crate::metrics::{self, WorkerMetrics, health};
 use crate::source::{Feed, PARK, generator, replay};
 use crate::summary::{Summary, WorkerStats};
 
@@ -75,28 +76,48 @@ pub fn run(mut settings: Settings) -> Result<Option<Summary>> {
     };
     let settings = Arc::new(settings);
     let config = timely_config(&settings.cluster);
+    let observed = metrics::global();
+    observed.health.start(settings.cluster.workers, settings.metrics.stall_timeout);
+    observed.closes.start(settings.cluster.workers);
+    tracing::info!(
+        source = %source_name(&settings.source),
+        workers = settings.cluster.workers,
+        process = settings.cluster.process,
+        processes = settings.cluster.processes(),
+        "job starting"
+    );
     let shared = Arc::clone(&settings);
     // The Kubernetes sink and watcher live in the process of worker 0,
     // which alone writes decisions.
     let mut kube = match &settings.sink {
         SinkSettings::Kubernetes(k) if settings.cluster.process == 0 => {
-            Some(KubeIo::start(k, settings.forecast.level)?)
+            Some(KubeIo::start(k, settings.forecast.level).inspect_err(|_| observed.health.finished(false))?)
         }
         _ => None,
     };
     let feed =
         kube.as_mut().map(|k| KubeFeed { decisions: k.sender(), specs: std::sync::Mutex::new(k.take_updates()) });
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared, started, feed.as_ref()))
-        .map_err(Error::Runtime)?;
+        .map_err(Error::Runtime)
+        .inspect_err(|_| observed.health.finished(false))?;
     let mut summary = None;
     for result in guards.join() {
-        match result {
-            Ok(Ok(Some(s))) => summary = Some(s),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(panic) => return Err(Error::Runtime(panic)),
+        let failed = match result {
+            Ok(Ok(Some(s))) => {
+                summary = Some(s);
+                None
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(panic) => Some(Error::Runtime(panic)),
+        };
+        if let Some(e) = failed {
+            observed.health.finished(false);
+            return Err(e);
         }
     }
+    observed.health.finished(true);
+    tracing::info!(elapsed_seconds = started.elapsed().as_secs_f64(), "job finished");
     if let Some(kube) = kube {
         let r = kube.finish()?;
         eprintln!(
@@ -279,7 +300,7 @@ fn flush_or_exit(sink: &KafkaSink) {
         n => Err(Error::KafkaSetup(format!("{n} records were not delivered"))),
     });
     if let Err(e) = result {
-        eprintln!("prescale: {e}; stopping before any offset is committed past it");
+        tracing::error!(error = %e, "kafka sink: stopping before any offset is committed past an undelivered row");
         std::process::exit(1);
     }
 }
@@ -295,9 +316,13 @@ fn decision_key(row: &Decision) -> String {
     row.target_key()
 }
 
-/// Per-worker counts of rows, updated as rows pass.
+/// Per-worker counts of what passes through the dataflow, updated per
+/// batch or row (records enter as partials, one per series and pane), read
+/// when the worker publishes its metrics.
 #[derive(Default)]
 struct RowCounts {
+    used: Cell<u64>,
+    rejected: RefCell<Vec<u64>>,
     forecasts: Cell<u64>,
     decisions: Cell<u64>,
     tumbling: Cell<u64>,
@@ -315,6 +340,41 @@ impl RowCounts {
             FeatureRow::Tumbling(_) | FeatureRow::Sliding(_) => bump(&self.corrections),
             FeatureRow::Lag(_) => bump(&self.lags),
         }
+    }
+
+    fn reject(&self, reason: prescale_dataflows::record::RejectReason) {
+        let mut rejected = self.rejected.borrow_mut();
+        if rejected.len() <= reason.index() {
+            rejected.resize(reason.index() + 1, 0);
+        }
+        rejected[reason.index()] += 1;
+    }
+
+    /// The counts as seen in the dataflow, for the metrics. (The summary
+    /// takes `used` and `rejected` from the ingest instead: the two must
+    /// agree once the dataflow is complete.)
+    fn observed(&self, counters: &WindowCounters) -> WorkerStats {
+        WorkerStats {
+            used: self.used.get(),
+            rejected: self.rejected.borrow().clone(),
+            tumbling_windows: self.tumbling.get(),
+            sliding_windows: self.sliding.get(),
+            corrections: self.corrections.get(),
+            lag_rows: self.lags.get(),
+            corrected_records: counters.corrected_records.get(),
+            forecasts: self.forecasts.get(),
+            decisions: self.decisions.get(),
+        }
+    }
+}
+
+/// The name of a source in the summary and the metrics' `source` label.
+fn source_name(source: &SourceSettings) -> String {
+    match source {
+        SourceSettings::Generator(_) => "generator".to_owned(),
+        SourceSettings::Replay { path, .. } => format!("replay:{}", path.display()),
+        SourceSettings::Kafka(k) => k.topic.uri(),
+        SourceSettings::KafkaEmbedded(_) => "kafka-embedded".to_owned(),
     }
 }
 
@@ -413,21 +473,34 @@ fn run_worker(
 
     let counters = WindowCounters::default();
     let row_counts = Rc::new(RowCounts::default());
+    let observed = metrics::global();
+    let local = worker.index() % settings.cluster.workers.max(1);
+    // Built on every worker at the same point, as timely requires.
+    let heartbeat = health::heartbeat(worker, &observed.health, local);
     let probe = ProbeHandle::new();
     let mut specs = InputHandle::<Millis, CapacityContainerBuilder<Vec<SpecUpdate>>>::new();
     let inputs = worker.dataflow::<Millis, _, _>(|scope| {
         let (inputs, partials, rejected) = ingest::inputs(&scope);
         let counts = Rc::clone(&row_counts);
+        let partials = partials.inspect(move |p| counts.used.set(counts.used.get() + p.agg.count));
+        let counts = Rc::clone(&row_counts);
+        let rejected = rejected.inspect(move |r| counts.reject(r.reason));
+        let counts = Rc::clone(&row_counts);
         let rows =
             features::features(partials, &settings.features, counters.clone()).inspect(move |row| counts.count(row));
         let counts = Rc::clone(&row_counts);
-        let forecasts = stage::forecasts(rows.clone(), &settings.forecast)
-            .inspect(move |_| counts.forecasts.set(counts.forecasts.get() + 1));
+        let forecasts = stage::forecasts(rows.clone(), &settings.forecast).inspect(move |row| {
+            counts.forecasts.set(counts.forecasts.get() + 1);
+            observed.forecast(row);
+        });
         let counts = Rc::clone(&row_counts);
         let readings = decide::readings(rows.clone(), settings.decide.reactive_width, settings.forecast.signal);
         let flags = quality::flags(rejected.clone());
         let decisions = decide::decisions(forecasts.clone(), readings, specs.to_stream(scope), flags, &settings.decide)
-            .inspect(move |_| counts.decisions.set(counts.decisions.get() + 1));
+            .inspect(move |d| {
+                counts.decisions.set(counts.decisions.get() + 1);
+                observed.decision(d, Instant::now());
+            });
         write_lines(rows, write_features, writers_of_features, &probe);
         write_lines(forecasts, write_forecasts, writers_of_forecasts, &probe);
         write_lines(decisions, write_decisions, writers_of_decisions, &probe);
@@ -472,8 +545,21 @@ fn run_worker(
     };
     spec_input(Some(0));
     let mut ingest = Ingest::new(inputs, settings.features.pane());
+    let source = source_name(&settings.source);
+    let mut publisher = WorkerMetrics::new(observed, &source, worker.index(), local);
+    observed.health.worker_ready(local);
+    // Each advance of the input frontier times the windows it closes, and
+    // now and then publishes the worker's counts: never per record.
+    let mut on_advance = |frontier: Option<Millis>| {
+        spec_input(frontier);
+        // The end of the input closes every window still open.
+        publisher.input_advanced(frontier.unwrap_or(Millis::MAX));
+        if frontier.is_some() && publisher.due(Instant::now()) {
+            publisher.publish(&row_counts.observed(&counters), probe.with_frontier(|f| f.first().copied()));
+        }
+    };
 
-    let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE).on_advance(&mut spec_input);
+    let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE).on_advance(&mut on_advance);
     match &settings.source {
         SourceSettings::Generator(g) => generator::drive(&mut feed, g, &settings.decode, settings.event_time),
         SourceSettings::Replay { path, format, speedup } => {
@@ -494,6 +580,8 @@ fn run_worker(
     while !probe.done() {
         worker.step_or_park(Some(PARK));
     }
+    publisher.publish(&row_counts.observed(&counters), None);
+    heartbeat.stop();
     for f in &files {
         f.borrow_mut().finish()?;
     }
@@ -529,12 +617,6 @@ fn run_worker(
     if !is_writer {
         return Ok(None);
     }
-    let source = match &settings.source {
-        SourceSettings::Generator(_) => "generator".to_owned(),
-        SourceSettings::Replay { path, .. } => format!("replay:{}", path.display()),
-        SourceSettings::Kafka(k) => k.topic.uri(),
-        SourceSettings::KafkaEmbedded(_) => "kafka-embedded".to_owned(),
-    };
     let workers = worker.peers();
     let totals = totals.borrow();
     let mut summary = Summary::new(source, workers, &totals, started.elapsed().as_secs_f64());

@@ -16,7 +16,10 @@
 //! - [`forecast_eval`]: rolling-origin accuracy of the forecasting models
 //!   on a recorded trace;
 //! - [`kube`]: the `PredictiveScaler` resource, its watcher and the
-//!   Kubernetes sink.
+//!   Kubernetes sink;
+//! - [`metrics`]: the Prometheus registry, the `/metrics`, `/healthz` and
+//!   `/readyz` endpoint and the decision latency clock; [`logging`]: the
+//!   structured log subscriber.
 
 pub mod backtest;
 pub mod cli;
@@ -26,6 +29,8 @@ pub mod forecast_eval;
 pub mod job;
 pub mod kafka;
 pub mod kube;
+pub mod logging;
+pub mod metrics;
 pub mod produce;
 pub mod simulate;
 pub mod source;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use prescale::cli::{Cli, Command};
-use prescale::config::{Settings, SinkSettings};
+use prescale::config::{MetricsSettings, Settings, SinkSettings};
 use prescale::forecast_eval::{self, EvalSettings};
+use prescale::metrics::server::Endpoint;
 use prescale::{Error, backtest, job};
 
 fn main() -> ExitCode {
@@ -21,6 +22,10 @@ fn main() -> ExitCode {
         std::process::exit(70);
     }));
     let cli = Cli::parse();
+    if let Err(e) = prescale::logging::init(cli.log_format) {
+        eprintln!("prescale: {e}");
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -34,17 +39,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Starts the metrics endpoint. A job that cannot bind it still runs: it
+/// scales without being observed, and says so (two processes of a cluster
+/// on one host must be given different addresses).
+fn serve_metrics(settings: &MetricsSettings) -> Option<Endpoint> {
+    let addr = settings.addr?;
+    match Endpoint::start(addr, prescale::metrics::global()) {
+        Ok(endpoint) => {
+            tracing::info!(addr = %endpoint.addr(), "metrics endpoint listening");
+            Some(endpoint)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics endpoint not started; the job runs without it");
+            None
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             let settings = Settings::from_config(&args.job_config()?)?;
             let to_stdout = settings.sink == SinkSettings::Stdout;
+            let endpoint = serve_metrics(&settings.metrics);
+            let linger = settings.metrics.linger;
             if let Some(summary) = job::run(settings)? {
                 if to_stdout {
                     println!("{summary}");
                 } else {
                     eprintln!("{summary}");
                 }
+            }
+            if let Some(endpoint) = endpoint.filter(|_| !linger.is_zero()) {
+                tracing::info!(addr = %endpoint.addr(), linger_seconds = linger.as_secs_f64(), "metrics endpoint lingering");
+                std::thread::sleep(linger);
             }
             Ok(())
         }

@@ -58,9 +58,10 @@ pub fn start(generator: &GeneratorSettings) -> Result<Embedded> {
         .spawn(move || {
             let started = Instant::now();
             let produced = produce_generator(&sink, &settings)?;
-            eprintln!(
-                "kafka-embedded: produced {produced} records into the mock cluster in {:.1}s",
-                started.elapsed().as_secs_f64()
+            tracing::info!(
+                records = produced,
+                elapsed_seconds = started.elapsed().as_secs_f64(),
+                "kafka-embedded: produced the generator's records into the mock cluster"
             );
             Ok(produced)
         })

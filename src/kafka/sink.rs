@@ -50,6 +50,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::global().kafka_error("delivery");
             if let Ok(mut first) = self.first_error.lock() {
                 first.get_or_insert_with(|| e.to_string());
             }
@@ -108,6 +109,7 @@ impl KafkaSink {
                     // message.max.bytes): counted like a failed delivery.
                     let context = self.producer.context();
                     context.failed.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::global().kafka_error("produce");
                     if let Ok(mut first) = context.first_error.lock() {
                         first.get_or_insert_with(|| e.to_string());
                     }

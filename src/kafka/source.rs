@@ -193,11 +193,14 @@ impl Outage {
     fn error(&mut self, uri: &str, error: &dyn std::fmt::Display, now: Instant) {
         self.errors += 1;
         if self.errors == 1 || now.duration_since(self.reported) >= REPORT_EVERY {
+            let down_for = format!("{:.0?}", now.duration_since(self.since));
             match self.unreported {
-                0 if self.errors == 1 => eprintln!("kafka: {uri}: {error}; retrying"),
-                n => eprintln!(
-                    "kafka: {uri}: {error} ({n} more errors since the last report); retrying, unreachable for {:.0?}",
-                    now.duration_since(self.since)
+                0 if self.errors == 1 => {
+                    tracing::warn!(topic = %uri, %error, "kafka source: broker unreachable; retrying")
+                }
+                n => tracing::warn!(
+                    topic = %uri, %error, errors_since_last_report = n, %down_for,
+                    "kafka source: broker still unreachable; retrying"
                 ),
             }
             self.reported = now;
@@ -210,11 +213,8 @@ impl Outage {
     /// Reports the end of the outage. The silence was the outage's, not the
     /// partitions': each gets the whole idle timeout again to deliver.
     fn end(self, uri: &str, what: &str, owned: &mut [Owned], now: Instant) {
-        eprintln!(
-            "kafka: {uri}: {what} again after {:.1?} ({} client errors)",
-            now.duration_since(self.since),
-            self.errors
-        );
+        let after = format!("{:.1?}", now.duration_since(self.since));
+        tracing::info!(topic = %uri, %after, client_errors = self.errors, "kafka source: {what} again");
         for part in owned {
             part.last_record = part.last_record.max(now);
         }
@@ -313,6 +313,7 @@ pub fn drive(
                     // Transient client errors (a broker down or restarting)
                     // are retried by librdkafka, which reconnects with its
                     // own backoff.
+                    crate::metrics::global().kafka_error("consume");
                     outage.get_or_insert_with(|| Outage::new(polled_at)).error(&settings.topic.uri(), &e, polled_at);
                     break;
                 }

@@ -137,8 +137,11 @@ impl Counters {
     }
 }
 
-fn bump(c: &AtomicU64) {
+/// Counts for the report at the end and, by `outcome`, for the metrics
+/// endpoint (`prescale_scale_writes_total`).
+fn bump(c: &AtomicU64, outcome: &'static str) {
     c.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::global().scale_write(outcome);
 }
 
 /// A clonable handle that sends decisions to the sink; sending never
@@ -275,13 +278,13 @@ async fn run(client: Client, options: SinkOptions, mut rx: mpsc::UnboundedReceiv
     });
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(decision) = rx.recv().await {
-        bump(&ctx.counters.received);
+        bump(&ctx.counters.received, "received");
         let key = decision.target_key();
         let start = {
             let mut slots = lock(&ctx.slots);
             let slot = slots.entry(key.clone()).or_default();
             if slot.pending.insert(decision.scaler.clone(), decision).is_some() {
-                bump(&ctx.counters.coalesced);
+                bump(&ctx.counters.coalesced, "coalesced");
             }
             !std::mem::replace(&mut slot.busy, true)
         };
@@ -359,22 +362,24 @@ async fn write_with_retry(ctx: &Ctx, key: &str, mut decision: Decision) {
         match write(ctx, &decision).await {
             Ok(()) => return,
             Err(e) if transient(&e) && attempt + 1 < ctx.options.max_attempts => {
-                bump(&ctx.counters.retries);
+                bump(&ctx.counters.retries, "retried");
                 let delay = backoff(&ctx.options, attempt, key);
                 attempt += 1;
-                eprintln!("prescale: kubernetes sink: {key}: {e}; retry {attempt} in {delay:?}");
+                crate::metrics::global().kubernetes_error("write");
+                tracing::warn!(target_key = %key, error = %e, attempt, delay_ms = delay.as_millis() as u64, "kubernetes sink: write failed, retrying");
                 tokio::time::sleep(delay).await;
                 // A newer decision for this scaler supersedes the failed one.
                 if let Some(slot) = lock(&ctx.slots).get_mut(key)
                     && let Some(newer) = slot.pending.remove(&decision.scaler)
                 {
-                    bump(&ctx.counters.coalesced);
+                    bump(&ctx.counters.coalesced, "coalesced");
                     decision = newer;
                 }
             }
             Err(e) => {
-                bump(&ctx.counters.dropped);
-                eprintln!("prescale: kubernetes sink: {key}: dropping the decision of {}: {e}", decision.scaler);
+                bump(&ctx.counters.dropped, "dropped");
+                crate::metrics::global().kubernetes_error("write");
+                tracing::error!(target_key = %key, scaler = %decision.scaler, error = %e, "kubernetes sink: dropping a decision");
                 return;
             }
         }
@@ -442,7 +447,7 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
     let ns = d.series.namespace.as_str();
     let scalers: Api<PredictiveScaler> = Api::namespaced(ctx.client.clone(), ns);
     let Some(ps) = scalers.get_opt(&d.scaler).await? else {
-        bump(&ctx.counters.unmanaged);
+        bump(&ctx.counters.unmanaged, "unmanaged");
         return Ok(());
     };
     let target = &ps.spec.target_ref;
@@ -450,7 +455,7 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
         // Made under a spec that has since been edited; the watcher has
         // already told the dataflow, and a decision for the new target
         // follows.
-        bump(&ctx.counters.unmanaged);
+        bump(&ctx.counters.unmanaged, "unmanaged");
         return Ok(());
     }
     let bounded = within_bounds(d, &ps.spec);
@@ -460,7 +465,7 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
     let mut conflict = None;
     let outcome = match get_scale(&ctx.client, ns, target.kind, &target.name).await? {
         None => {
-            bump(&ctx.counters.missing_targets);
+            bump(&ctx.counters.missing_targets, "missing-target");
             TargetOutcome::TargetMissing { kind: target.kind, name: target.name.clone() }
         }
         Some(scale) => {
@@ -484,18 +489,18 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
                     }));
                     match patch_scale(&ctx.client, ns, target.kind, &target.name, &params, &patch).await {
                         Ok(_) => {
-                            bump(&ctx.counters.scaled);
+                            bump(&ctx.counters.scaled, "scaled");
                             TargetOutcome::Scaled { from: current, to: desired }
                         }
                         Err(::kube::Error::Api(status)) if status.code == 409 => {
-                            bump(&ctx.counters.conflicts);
+                            bump(&ctx.counters.conflicts, "conflict");
                             let message = status.message.clone();
                             // Reported in the status now, retried after.
                             conflict = Some(::kube::Error::Api(status));
                             TargetOutcome::Conflict { message }
                         }
                         Err(e) if is_not_found(&e) => {
-                            bump(&ctx.counters.missing_targets);
+                            bump(&ctx.counters.missing_targets, "missing-target");
                             TargetOutcome::TargetMissing { kind: target.kind, name: target.name.clone() }
                         }
                         Err(e) => return Err(e),
@@ -511,7 +516,7 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
     let now = Time(Timestamp::now());
     let next = status::next_status(previous, d, &outcome, ps.metadata.generation, &now);
     scalers.patch_status(&d.scaler, &params, &Patch::Merge(serde_json::json!({ "status": next }))).await?;
-    bump(&ctx.counters.written);
+    bump(&ctx.counters.written, "status-written");
 
     // Events are best effort: a failure is reported, never retried, and
     // never undoes the scale or the status.
@@ -547,7 +552,8 @@ async fn write(ctx: &Ctx, d: &Decision) -> Result<(), ::kube::Error> {
     if let Some(event) = event
         && let Err(e) = ctx.recorder.publish(&event, &reference).await
     {
-        eprintln!("prescale: kubernetes sink: event for {ns}/{}: {e}", d.scaler);
+        crate::metrics::global().kubernetes_error("event");
+        tracing::warn!(namespace = %ns, scaler = %d.scaler, error = %e, "kubernetes sink: recording an Event failed");
     }
     match conflict {
         Some(e) => Err(e),

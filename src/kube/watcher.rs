@@ -235,7 +235,8 @@ async fn watch(
             },
             Err(e) => {
                 // The stream backs off and reconnects by itself.
-                eprintln!("prescale: PredictiveScaler watch: {e}");
+                crate::metrics::global().kubernetes_error("watch");
+                tracing::warn!(error = %e, "PredictiveScaler watch failed; reconnecting");
                 true
             }
         };
@@ -273,6 +274,7 @@ async fn report_refused(client: &Client, ps: &PredictiveScaler, error: &SpecErro
     let params = PatchParams { field_manager: Some(field_manager.to_owned()), ..PatchParams::default() };
     let api: Api<PredictiveScaler> = Api::namespaced(client.clone(), &ns);
     if let Err(e) = api.patch_status(&ps.name_any(), &params, &Patch::Merge(patch)).await {
-        eprintln!("prescale: PredictiveScaler {ns}/{}: cannot report the refused spec: {e}", ps.name_any());
+        crate::metrics::global().kubernetes_error("status");
+        tracing::warn!(namespace = %ns, scaler = %ps.name_any(), error = %e, "cannot report a refused PredictiveScaler spec");
     }
 }
