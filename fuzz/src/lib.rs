@@ -10,7 +10,8 @@
 //!
 //! What is checked, beyond "never panics":
 //! - decoders ([`decoder`]): a sample's value is finite, non-negative, not
-//!   `-0.0` and at most `max_value`, its names are not empty; a rejection
+//!   `-0.0` and at most `max_value`, its time before year 10000 (what RFC
+//!   3339 can write), its names are not empty; a rejection
 //!   keeps at most [`Rejected::RAW_LIMIT`] bytes of the record, a prefix of
 //!   it (hex for binary records), names where it came from and why, and
 //!   is never `late` (lateness is judged after decoding); one record gives
@@ -38,7 +39,7 @@ use prescale_dataflows::decode::bincode::{BinarySample, parse as parse_binary};
 use prescale_dataflows::decode::{DecodeOptions, Decoder, Format};
 use prescale_dataflows::forecast::stage::ForecastRow;
 use prescale_dataflows::record::{RejectReason, Rejected, Sample, SeriesKey};
-use prescale_dataflows::time::{Millis, format_datetime, format_duration, parse_datetime, parse_duration};
+use prescale_dataflows::time::{MAX_TIME, Millis, format_datetime, format_duration, parse_datetime, parse_duration};
 
 const SOURCE: &str = "fuzz";
 const PARTITION: u32 = 3;
@@ -77,6 +78,7 @@ fn check_sample(format: Format, options: &DecodeOptions, s: &Sample, record: &[u
     let v = s.value;
     assert!(v.is_finite() && v >= 0.0 && !v.is_sign_negative(), "value {v:?} from {record:?}");
     assert!(v <= options.max_value, "value {v} above max_value {} from {record:?}", options.max_value);
+    assert!(s.time <= MAX_TIME, "time {} after year 9999 from {record:?}", s.time);
     let key = s.series.key();
     assert!(!key.namespace.is_empty() && !key.deployment.is_empty() && !key.metric.is_empty(), "{key:?}");
     match format {
