@@ -219,18 +219,22 @@ fn drive_scaler(spec: &ScalerSpec, step: Millis) {
         let origin = start + step * i as Millis + if i > 40 { prescale_dataflows::time::HOUR } else { 0 };
         // Built through serde, so that fields added to the row later
         // (optional ones) need no change here.
-        let row: ForecastRow = match serde_json::from_value(serde_json::json!({
+        // Built through serde from a template, so that fields added to the
+        // row later (optional ones) need no change here; a row that no
+        // longer deserializes is a failure, not a skipped check.
+        let mut row: ForecastRow = serde_json::from_value(serde_json::json!({
             "namespace": "ns", "deployment": "d", "metric": "m",
-            "origin_ms": origin, "step_s": step / 1000, "model": "fuzz",
-            "recent_error": if i % 5 == 0 { serde_json::Value::Null } else { serde_json::json!(i as f64 / 2.0) },
-            "level": 0.9, "actual": if load.is_nan() { serde_json::Value::Null } else { serde_json::json!(load) },
-            "point": [load, load * 2.0], "lower": [0.0, 0.0], "upper": [load * 1.5, load * 3.0],
-            "note": null,
-        })) {
-            Ok(row) => row,
-            // A NaN load has no JSON form; its row is skipped.
-            Err(_) => continue,
-        };
+            "origin_ms": 0, "step_s": 0, "model": "fuzz", "recent_error": null,
+            "level": 0.9, "actual": 0.0, "point": [], "lower": [], "upper": [], "note": null,
+        }))
+        .unwrap_or_else(|e| panic!("the forecast row template no longer deserializes: {e}"));
+        row.origin_ms = origin;
+        row.step_s = step / 1000;
+        row.recent_error = (i % 5 != 0).then_some(i as f64 / 2.0);
+        row.actual = load;
+        row.point = vec![load, load * 2.0];
+        row.lower = vec![0.0, 0.0];
+        row.upper = vec![load * 1.5, load * 3.0];
         check(&scaler.on_forecast("s", &row));
         for k in 1..=2 {
             let reading = LoadReading { series: series.clone(), end_ms: origin + k * step / 3, load: load * 0.9 };
