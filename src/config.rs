@@ -487,10 +487,21 @@ fn metrics_settings(c: &MetricsConfig) -> Result<MetricsSettings> {
     })
 }
 
+/// The longest duration a job config may set: a century, far beyond any
+/// sensible setting, so that event times (at most year 9999) plus any sum
+/// of settings stay far below `u64::MAX` ms. (A `stale_after` near
+/// `u64::MAX` passed validation and overflowed the decide stage's
+/// arithmetic: `tests/fuzz_regressions.rs`.)
+const MAX_DURATION: Millis = 36_500 * prescale_dataflows::time::DAY;
+
 fn duration(field: &str, text: Option<&str>, default: &str) -> Result<Millis> {
     let text = text.unwrap_or(default);
-    parse_duration(text)
-        .ok_or_else(|| Error::invalid(field, format!("{text:?} is not a duration like 30s, 5m, 24h or 7d")))
+    let ms = parse_duration(text)
+        .ok_or_else(|| Error::invalid(field, format!("{text:?} is not a duration like 30s, 5m, 24h or 7d")))?;
+    if ms > MAX_DURATION {
+        return Err(Error::invalid(field, format!("{text:?} is longer than a century (36500d)")));
+    }
+    Ok(ms)
 }
 
 fn durations(field: &str, texts: Option<&[String]>, default: &[&str]) -> Result<Vec<Millis>> {

@@ -17,6 +17,12 @@ pub const HOUR: Millis = 60 * MINUTE;
 /// Milliseconds in one day.
 pub const DAY: Millis = 24 * HOUR;
 
+/// The latest event time prescale places, 9999-12-31T23:59:59.999Z: the
+/// last an RFC 3339 timestamp can write. Later times are bad timestamps in
+/// every format, so that windows and watermarks never compute near
+/// `u64::MAX`.
+pub const MAX_TIME: Millis = 253_402_300_799_999;
+
 /// Days since the epoch of a proleptic Gregorian date (Howard Hinnant's
 /// `days_from_civil`), valid for every year the decoders accept.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -78,7 +84,8 @@ impl Cursor<'_> {
 ///
 /// A timestamp without a zone is UTC (the blog pipeline writes them so).
 /// Fractions beyond milliseconds are truncated. Returns `None` for anything
-/// else, including dates before 1970, which prescale cannot place in time.
+/// else, including times before 1970 or (with a negative offset) after
+/// [`MAX_TIME`], which prescale cannot place in time.
 pub fn parse_datetime(text: &str) -> Option<Millis> {
     let mut c = Cursor { bytes: text.trim().as_bytes(), pos: 0 };
     let year = i64::from(c.digits(4)?);
@@ -141,7 +148,7 @@ pub fn parse_datetime(text: &str) -> Option<Millis> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second) - offset_secs;
     let ms = secs.checked_mul(1000)?.checked_add(i64::from(millis))?;
-    Millis::try_from(ms).ok()
+    Millis::try_from(ms).ok().filter(|&t| t <= MAX_TIME)
 }
 
 /// Formats event time as RFC 3339 UTC with milliseconds, for people.

@@ -17,7 +17,7 @@ use ::bincode::{BorrowDecode, Encode};
 
 use super::{Ctx, DecodeOptions, pod_id, validate};
 use crate::record::{Interner, RejectReason, Rejected, Sample};
-use crate::time::Millis;
+use crate::time::{MAX_TIME, Millis};
 
 /// The largest record accepted (bytes): bounds what a corrupt length
 /// prefix can make the decoder look at.
@@ -87,6 +87,9 @@ pub(crate) fn decode(
     };
     if record.deployment.is_empty() || record.metric.is_empty() {
         return out(Err(ctx.reject(RejectReason::Malformed, "empty deployment or metric")));
+    }
+    if record.time > MAX_TIME {
+        return out(Err(ctx.reject(RejectReason::BadTimestamp, format!("time {} ms is after year 9999", record.time))));
     }
     let namespace = if record.namespace.is_empty() { options.namespace.as_str() } else { &record.namespace };
     out(validate(record.value, options, ctx).map(|value| Sample {

@@ -7,7 +7,7 @@
 
 use super::{Ctx, DecodeOptions, pod_id, validate};
 use crate::record::{Interner, RejectReason, Rejected, Sample};
-use crate::time::Millis;
+use crate::time::{MAX_TIME, Millis};
 
 /// Unix seconds, possibly fractional, to milliseconds.
 fn parse_unix_seconds(text: &str) -> Option<Millis> {
@@ -23,7 +23,7 @@ fn parse_unix_seconds(text: &str) -> Option<Millis> {
     for (i, b) in frac.bytes().take(3).enumerate() {
         ms += Millis::from(b - b'0') * [100, 10, 1][i];
     }
-    secs.checked_mul(1000)?.checked_add(ms)
+    secs.checked_mul(1000)?.checked_add(ms).filter(|&t| t <= MAX_TIME)
 }
 
 pub(crate) fn decode(
