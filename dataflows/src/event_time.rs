@@ -237,6 +237,25 @@ impl PartitionClock {
         }
     }
 
+    /// Places a decoder's unit-switch flag in this partition's time: a
+    /// record whose timestamp only makes sense in another unit carries that
+    /// reading in `at_ms`; the flag stays (at the partition's time) when
+    /// the reading is near the partition's time, and is dropped otherwise
+    /// (then it is just a bad timestamp).
+    pub fn place(&mut self, rejected: &mut Rejected) {
+        let Some(flag) = rejected.flag.as_deref_mut() else { return };
+        let max_jump = self.settings.max_jump;
+        let reading = flag.at_ms;
+        let near = |t: Option<Millis>| t.is_some_and(|t| t.abs_diff(reading) <= max_jump);
+        match self.max_seen {
+            Some(seen) if near(Some(seen)) || near(self.unit) => {
+                flag.at_ms = seen;
+                self.unit = Some(self.unit.map_or(reading, |u| u.max(reading)));
+            }
+            _ => rejected.flag = None,
+        }
+    }
+
     /// Lateness, then duplicates, for a record whose time is plausible.
     fn accept(&mut self, sample: &Sample) -> Arrival {
         let t = sample.time;

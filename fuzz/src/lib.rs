@@ -50,7 +50,12 @@ const OFFSET: u64 = 17;
 fn option_sets() -> [DecodeOptions; 2] {
     [
         DecodeOptions::default(),
-        DecodeOptions { namespace: "ns".to_owned(), csv_metric: "load".to_owned(), max_value: 1.0 },
+        DecodeOptions {
+            namespace: "ns".to_owned(),
+            csv_metric: "load".to_owned(),
+            max_value: 1.0,
+            deployments: Vec::new(),
+        },
     ]
 }
 
@@ -237,7 +242,8 @@ fn drive_scaler(spec: &ScalerSpec, step: Millis) {
         row.upper = vec![load * 1.5, load * 3.0];
         check(&scaler.on_forecast("s", &row));
         for k in 1..=2 {
-            let reading = LoadReading { series: series.clone(), end_ms: origin + k * step / 3, load: load * 0.9 };
+            let reading =
+                LoadReading { series: series.clone(), end_ms: origin + k * step / 3, load: load * 0.9, pods: 0 };
             if let Some(d) = scaler.on_load("s", &reading) {
                 check(&d);
             }

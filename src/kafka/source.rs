@@ -350,7 +350,10 @@ pub fn drive(
                         ingest.reject_if_any(other.rejection(&sample, origin, &raw));
                     }
                 },
-                Err(rejected) => ingest.reject(rejected),
+                Err(mut rejected) => {
+                    clock.place(&mut rejected);
+                    ingest.reject(rejected)
+                }
             });
             part.progress.consumed(offset, latest, latest.map_or(0, |t| t.saturating_add(horizon)));
         }

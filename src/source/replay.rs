@@ -84,7 +84,16 @@ pub fn drive(
                     }
                 }
             }
-            Err(rejected) => {
+            Err(mut rejected) => {
+                // Every worker places a flag, as every worker judges every
+                // series; the line's owner sends it.
+                if let Some(flag) = &rejected.flag
+                    && let Some(clock) = clocks.get_mut(&Series::new(flag.series.clone()))
+                {
+                    clock.place(&mut rejected);
+                } else {
+                    rejected.flag = None;
+                }
                 if owns_line {
                     ingest.reject(rejected);
                 }

@@ -6,6 +6,8 @@
 //! are not records.
 
 use super::{Ctx, DecodeOptions, pod_id, validate};
+use crate::quality::{Flag, Issue};
+use crate::record::SeriesKey;
 use crate::record::{Interner, RejectReason, Rejected, Sample};
 use crate::time::{MAX_TIME, Millis};
 
@@ -47,7 +49,19 @@ pub(crate) fn decode(
         return out(Err(ctx.reject(RejectReason::Malformed, "empty series")));
     }
     let Some(time) = parse_unix_seconds(ts.trim()) else {
-        return out(Err(ctx.reject(RejectReason::BadTimestamp, format!("timestamp {ts:?} is not unix seconds"))));
+        let mut rejected = ctx.reject(RejectReason::BadTimestamp, format!("timestamp {ts:?} is not unix seconds"));
+        // Beyond year 9999 as seconds, but a time as milliseconds: the
+        // signature of a producer switching units. The partition's clock
+        // decides whether the guess fits its time (`PartitionClock::place`).
+        if let Some(as_ms) = ts.trim().parse::<Millis>().ok().filter(|&t| t <= MAX_TIME) {
+            let series = SeriesKey {
+                namespace: options.namespace.clone(),
+                deployment: series.to_owned(),
+                metric: options.csv_metric.clone(),
+            };
+            rejected.flag = Some(Box::new(Flag { series, issue: Issue::TimestampUnit, at_ms: as_ms }));
+        }
+        return out(Err(rejected));
     };
     let Some(value) = super::parse_value_text(value) else {
         return out(Err(ctx.reject(RejectReason::Malformed, format!("value {value:?} is not a number"))));
