@@ -149,10 +149,16 @@ cmd_build() {
 pid_alive() {
   # Alive and really ours (its command line mentions the state dir), so a
   # recycled pid is never signalled.
-  local pid="$1" args
+  local pid="$1" args i
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
   if [[ -d /proc/$pid ]]; then
-    args="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
+    # While a process execs (setsid becoming etcd) its command line reads
+    # empty for a moment: read again rather than call it dead.
+    for ((i = 0; i < 20; i++)); do
+      args="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
+      [[ -n "$args" ]] && break
+      sleep 0.05
+    done
   else
     args="$(ps -o args= -p "$pid" 2>/dev/null || true)"
   fi
