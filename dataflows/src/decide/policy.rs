@@ -229,15 +229,7 @@ impl Scaler {
         }
         let now = reading.end_ms;
         if let Some(detail) = self.pods_missing(reading.pods, current) {
-            let newly = self.held.is_none_or(|(why, since)| why != FallbackReason::PodsMissing || since.is_some());
-            self.held = Some((FallbackReason::PodsMissing, None));
-            self.flagged = Some((now, detail.clone()));
-            self.plan = None;
-            return if newly {
-                self.hold(scaler, &reading.series, now, FallbackReason::PodsMissing, detail, Some(load))
-            } else {
-                None
-            };
+            return self.flag_hold(scaler, &reading.series, now, FallbackReason::PodsMissing, detail, Some(load));
         }
         let target = self.spec.target_per_replica;
         let floor = replicas_for(load, target);
@@ -324,6 +316,20 @@ impl Scaler {
         why: FallbackReason,
         detail: String,
     ) -> Option<Decision> {
+        self.flag_hold(scaler, series, now, why, detail, None)
+    }
+
+    /// Holds for a flag (of the gate, or of the pods check with the load
+    /// seen): reports a new hold, and only extends one already reported.
+    fn flag_hold(
+        &mut self,
+        scaler: &str,
+        series: &SeriesKey,
+        now: Millis,
+        why: FallbackReason,
+        detail: String,
+        load: Option<f64>,
+    ) -> Option<Decision> {
         let newly = self.held.is_none_or(|(held, since)| held != why || since.is_some());
         self.held = Some((why, None));
         let until = self.flagged.as_ref().map_or(now, |(t, _)| now.max(*t));
@@ -332,7 +338,7 @@ impl Scaler {
         if !newly {
             return None;
         }
-        self.hold(scaler, series, now, why, detail, None)
+        self.hold(scaler, series, now, why, detail, load)
     }
 
     /// A decision that keeps the current count (within `[min, max]`), for
