@@ -159,7 +159,7 @@ impl Scaler {
         let used = self.used_forecast(row, origin);
         self.plan = (healthy && self.held.is_none() && used.is_some()).then(|| row.clone());
         let current = self.current;
-        let (raw, mut reason, detail) = match fallback {
+        let (raw, reason, detail) = match fallback {
             Some((why, detail)) if why.input_is_bad() => {
                 // Never lower the count on bad input.
                 let floor = current.unwrap_or(0).max(reactive.unwrap_or(0));
@@ -176,24 +176,7 @@ impl Scaler {
                 }
             }
         };
-        let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
-        let clamped = raw.clamp(min, max);
-        let in_fallback = matches!(reason, Reason::Fallback(_));
-        if clamped != raw && !in_fallback {
-            reason = if clamped == min { Reason::Min } else { Reason::Max };
-        }
-        let current = current.unwrap_or(clamped);
-        let (desired, bound) = self.history.normalize(&self.spec.behavior, origin, current, clamped, min, max);
-        if let Some(bound) = bound
-            && !in_fallback
-        {
-            reason = match bound {
-                Bound::Stabilised => Reason::Stabilised,
-                Bound::RateLimited => Reason::RateLimited,
-                Bound::Min => Reason::Min,
-                Bound::Max => Reason::Max,
-            };
-        }
+        let (current, desired, reason) = self.settle(origin, current, raw, reason);
         self.current = Some(desired);
         Decision {
             time_ms: origin,
@@ -210,6 +193,32 @@ impl Scaler {
             model: Some(row.model.clone()),
             recent_error: row.recent_error,
         }
+    }
+
+    /// Clamps `raw` to `[min, max]`, then stabilises and rate-limits it
+    /// from `current` (the clamped count before any decision). Returns the
+    /// count it started from, the count decided and what bound it; a
+    /// fallback keeps its own reason.
+    fn settle(&mut self, now: Millis, current: Option<u32>, raw: u32, mut reason: Reason) -> (u32, u32, Reason) {
+        let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
+        let clamped = raw.clamp(min, max);
+        let in_fallback = matches!(reason, Reason::Fallback(_));
+        if clamped != raw && !in_fallback {
+            reason = if clamped == min { Reason::Min } else { Reason::Max };
+        }
+        let current = current.unwrap_or(clamped);
+        let (desired, bound) = self.history.normalize(&self.spec.behavior, now, current, clamped, min, max);
+        if let Some(bound) = bound
+            && !in_fallback
+        {
+            reason = match bound {
+                Bound::Stabilised => Reason::Stabilised,
+                Bound::RateLimited => Reason::RateLimited,
+                Bound::Min => Reason::Min,
+                Bound::Max => Reason::Max,
+            };
+        }
+        (current, desired, reason)
     }
 
     /// Decides again on a short window's load between forecasts, as time
@@ -237,7 +246,7 @@ impl Scaler {
             (None, Some(plan)) => self.used_forecast(plan, now),
             _ => None,
         };
-        let (raw, mut reason) = match &used {
+        let (raw, reason) = match &used {
             Some(u) => {
                 let forecast = replicas_for(u.upper, target);
                 if forecast >= floor { (forecast, Reason::Forecast) } else { (floor, Reason::ReactiveFloor) }
@@ -249,25 +258,9 @@ impl Scaler {
                 None => (floor.max(current), Reason::ReactiveFloor),
             },
         };
-        let in_fallback = matches!(reason, Reason::Fallback(_));
-        let (min, max) = (self.spec.min_replicas, self.spec.max_replicas);
-        let clamped = raw.clamp(min, max);
-        if clamped != raw && !in_fallback {
-            reason = if clamped == min { Reason::Min } else { Reason::Max };
-        }
-        let (desired, bound) = self.history.normalize(&self.spec.behavior, now, current, clamped, min, max);
+        let (_, desired, reason) = self.settle(now, Some(current), raw, reason);
         if desired == current {
             return None;
-        }
-        if let Some(bound) = bound
-            && !in_fallback
-        {
-            reason = match bound {
-                Bound::Stabilised => Reason::Stabilised,
-                Bound::RateLimited => Reason::RateLimited,
-                Bound::Min => Reason::Min,
-                Bound::Max => Reason::Max,
-            };
         }
         self.current = Some(desired);
         let plan = self.plan.as_ref();
