@@ -206,7 +206,7 @@ fn run_sequentially() -> Vec<String> {
             if let Some(f) = flags(i, step) {
                 for (name, s) in &mut scalers {
                     let detail = format!("{} (seen at {})", f.issue.describe(), format_datetime(f.at_ms));
-                    let d = s.on_flag(name, &f.series, t, FallbackReason::from(f.issue), detail);
+                    let d = s.on_flag(name, &f.series, t, FallbackReason::from(f.issue), detail, None);
                     out.extend(d.map(|d| serde_json::to_string(&d).unwrap()));
                 }
             }

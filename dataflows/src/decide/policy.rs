@@ -238,7 +238,7 @@ impl Scaler {
         }
         let now = reading.end_ms;
         if let Some(detail) = self.pods_missing(reading.pods, current) {
-            return self.flag_hold(scaler, &reading.series, now, FallbackReason::PodsMissing, detail, Some(load));
+            return self.on_flag(scaler, &reading.series, now, FallbackReason::PodsMissing, detail, Some(load));
         }
         let target = self.spec.target_per_replica;
         let floor = replicas_for(load, target);
@@ -297,24 +297,12 @@ impl Scaler {
         self.hold(scaler, series, now, FallbackReason::Stale, detail, None)
     }
 
-    /// Takes a flag of the data-quality gate at `now`: holds the count and
-    /// the scaler in fallback for `why` until data after the flag has been
-    /// healthy for `recover_after`. Reports only a new hold, not every bad
-    /// record of one.
+    /// Takes a flag of the data-quality gate (or of the pods check, with
+    /// the load it saw) at `now`: holds the count and the scaler in
+    /// fallback for `why` until data after the flag has been healthy for
+    /// `recover_after`. Reports only a new hold, not every bad record of
+    /// one.
     pub fn on_flag(
-        &mut self,
-        scaler: &str,
-        series: &SeriesKey,
-        now: Millis,
-        why: FallbackReason,
-        detail: String,
-    ) -> Option<Decision> {
-        self.flag_hold(scaler, series, now, why, detail, None)
-    }
-
-    /// Holds for a flag (of the gate, or of the pods check with the load
-    /// seen): reports a new hold, and only extends one already reported.
-    fn flag_hold(
         &mut self,
         scaler: &str,
         series: &SeriesKey,
@@ -617,11 +605,11 @@ mod tests {
         });
         assert_eq!(s.on_forecast("ps", &row(0, 150.0, 150.0, 0.0)).desired, 15);
         let series = row(0, 0.0, 0.0, 0.0).series;
-        let d = s.on_flag("ps", &series, 7 * MINUTE, FallbackReason::TimestampUnit, "ms".into());
+        let d = s.on_flag("ps", &series, 7 * MINUTE, FallbackReason::TimestampUnit, "ms".into(), None);
         let d = d.expect("a new hold is reported");
         assert_eq!((d.current, d.desired, d.reason), (15, 15, Reason::Fallback(FallbackReason::TimestampUnit)));
         // More bad records of the same hold say nothing more.
-        assert!(s.on_flag("ps", &series, 8 * MINUTE, FallbackReason::TimestampUnit, "ms".into()).is_none());
+        assert!(s.on_flag("ps", &series, 8 * MINUTE, FallbackReason::TimestampUnit, "ms".into(), None).is_none());
         // A forecast from before the last flag keeps the flag's reason, even
         // though its load asks for 3 replicas; later ones recover first.
         let d = s.on_forecast("ps", &row(5, 30.0, 30.0, 0.0));

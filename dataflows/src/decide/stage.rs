@@ -329,23 +329,19 @@ pub fn decisions<'scope>(
 /// a fixed order; `emit` gets each decision. A flag never creates a
 /// default scaler: a series is first decided on a forecast.
 fn flag(scalers: &mut Scalers, time: Millis, mut flags: Vec<Flag>, mut emit: impl FnMut(Decision)) {
-    flags.sort_by(|a, b| (&a.series, a.issue).cmp(&(&b.series, b.issue)));
+    // The latest flag of each series and issue, whichever worker sent it
+    // first, so that decisions do not depend on the cluster's shape.
+    flags.sort_by(|a, b| (&a.series, a.issue, b.at_ms).cmp(&(&b.series, b.issue, a.at_ms)));
     flags.dedup_by(|a, b| a.series == b.series && a.issue == b.issue);
     for f in flags {
         let why = FallbackReason::from(f.issue);
         let detail = format!("{} (seen at {})", f.issue.describe(), crate::time::format_datetime(f.at_ms));
         scalers.for_series(&f.series, None, |name, s| {
-            emit_some(s.on_flag(name, &f.series, time, why, detail.clone()), &mut emit);
+            s.on_flag(name, &f.series, time, why, detail.clone(), None).into_iter().for_each(&mut emit);
         });
         if let Some(s) = scalers.defaults.get_mut(&f.series) {
-            emit_some(s.on_flag(DEFAULT_SCALER, &f.series, time, why, detail.clone()), &mut emit);
+            s.on_flag(DEFAULT_SCALER, &f.series, time, why, detail.clone(), None).into_iter().for_each(&mut emit);
         }
-    }
-}
-
-fn emit_some(d: Option<Decision>, emit: &mut impl FnMut(Decision)) {
-    if let Some(d) = d {
-        emit(d);
     }
 }
 
