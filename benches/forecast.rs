@@ -18,7 +18,7 @@ use prescale_dataflows::decode::DecodeOptions;
 use prescale_dataflows::forecast::seasonal_naive::NaiveConfig;
 use prescale_dataflows::forecast::{
     Ensemble, EnsembleConfig, HoltWinters, HoltWintersConfig, LastValue, Model, Mstl, MstlConfig, SeasonalNaive,
-    Seasons,
+    Seasons, Ses, SesConfig,
 };
 use prescale_dataflows::time::MINUTE;
 
@@ -37,6 +37,7 @@ fn models(seasons: &Seasons) -> Vec<Box<dyn Model>> {
     let naive = NaiveConfig::for_seasons(seasons);
     vec![
         Box::new(LastValue::for_seasons(seasons)),
+        Box::new(Ses::new(SesConfig::for_seasons(seasons))),
         Box::new(SeasonalNaive::day(seasons, naive)),
         Box::new(SeasonalNaive::week(seasons, naive)),
         Box::new(HoltWinters::new(seasons, HoltWintersConfig::for_seasons(seasons))),

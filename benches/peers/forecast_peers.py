@@ -11,14 +11,20 @@ the first half of the series. Peers are fitted on the last four weeks
 before each origin (gaps interpolated), as prescale retains.
 
     pip install prophet statsforecast
-    python3 benches/peers/forecast_peers.py ../shared/traces/dc_aggregates/series.csv SERIES [SERIES ...]
+    PEERS=prophet,autoets-level python3 benches/peers/forecast_peers.py \
+        ../shared/traces/dc_aggregates/series.csv SERIES [SERIES ...]
 
-Prints one JSON object per series and model.
+`PEERS` picks the models (default all three): `prophet` (daily and weekly
+seasonality), `autoets` (statsforecast's AutoETS with a daily season of 288
+steps: about 10 s a fit here) and `autoets-level` (AutoETS without a
+season, the level-tracking model that was the strongest peer on noisy
+loads). Prints one JSON object per series and model.
 """
 import csv
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -81,9 +87,16 @@ def prophet_forecast(t0, hist, start):
     return m.predict(future)["yhat"].to_numpy()[H - 1]
 
 
-def autoets_forecast(hist):
+def autoets_forecast(hist, season):
     from statsforecast.models import AutoETS
-    return AutoETS(season_length=288).forecast(y=hist, h=H)["mean"][H - 1]
+    return AutoETS(season_length=season).forecast(y=hist, h=H)["mean"][H - 1]
+
+
+FORECASTERS = {
+    "prophet": lambda t0, hist, start: prophet_forecast(t0, hist, start),
+    "autoets": lambda t0, hist, start: autoets_forecast(hist, 288),
+    "autoets-level": lambda t0, hist, start: autoets_forecast(hist, 1),
+}
 
 
 def main():
@@ -94,7 +107,8 @@ def main():
         n = len(y)
         scale = naive_scale(y[: n // 2])
         origins = spread(n // 2, n - MAX_H - 1, ORIGINS)
-        for model in ("prophet", "autoets"):
+        for model in os.environ.get("PEERS", ",".join(FORECASTERS)).split(","):
+            forecaster = FORECASTERS[model]
             errors, started = [], time.time()
             for t in origins:
                 actual = y[t + H]
@@ -102,7 +116,7 @@ def main():
                     continue
                 start = max(0, t + 1 - WINDOW)
                 hist = filled(y[start : t + 1])
-                f = prophet_forecast(t0, hist, start) if model == "prophet" else autoets_forecast(hist)
+                f = forecaster(t0, hist, start)
                 errors.append(abs(actual - f))
             print(json.dumps({
                 "series": name, "model": model, "horizon_minutes": H * STEP / 60,

@@ -49,6 +49,8 @@
 //! # The parts
 //!
 //! * [`last_value`] — the reactive baseline: the last finite value.
+//! * [`ses`] — simple exponential smoothing: a level that tracks a noisy
+//!   series, O(1) update, analytic intervals.
 //! * [`seasonal_naive`] — the value one day or one week earlier.
 //! * [`holt_winters`] — additive Holt–Winters with damped trend and a daily
 //!   season (ETS(A,Ad,A)), O(1) update, analytic intervals.
@@ -70,10 +72,12 @@
 //! retained history ([`Model::min_history`]). With less, its fit fails with
 //! [`Error::InsufficientHistory`], and the ensemble chooses among the models
 //! that remain, which need less history (the chain is
-//! [`ModelKind::simpler`]: MSTL → Holt–Winters → seasonal naive → last
-//! value), naming each skipped model and why in [`SelectedForecast::note`]. MSTL
-//! applies the same rule to each of its seasons: with less than two weeks it
-//! drops the weekly season, with less than two days it cannot be used.
+//! [`ModelKind::simpler`]: MSTL → Holt–Winters → seasonal naive →
+//! exponential smoothing → last value), naming each skipped model and why
+//! in [`SelectedForecast::note`]. MSTL applies the same rule to each of its
+//! seasons: with less than two weeks it drops the weekly season, with less
+//! than two days it cannot be used. Exponential smoothing has no season and
+//! needs an hour of history.
 //!
 //! # Determinism
 //!
@@ -93,6 +97,7 @@ pub mod metrics;
 pub mod mstl;
 pub mod seasonal_naive;
 pub mod selection;
+pub mod ses;
 pub mod stage;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -102,6 +107,7 @@ pub use last_value::LastValue;
 pub use mstl::{Mstl, MstlConfig};
 pub use seasonal_naive::SeasonalNaive;
 pub use selection::{CandidateStatus, Ensemble, EnsembleConfig, SelectedForecast};
+pub use ses::{Ses, SesConfig};
 
 /// Errors of the forecasting module. None of them is fatal to the caller: a
 /// model that errs is skipped and the next simpler one is used.
@@ -220,12 +226,14 @@ impl Forecast {
 /// The candidate models, ordered from simplest to most complex.
 ///
 /// Serialised (and displayed) as lower-case kebab names: `last-value`,
-/// `seasonal-naive-day`, `seasonal-naive-week`, `holt-winters`, `mstl`.
+/// `ses`, `seasonal-naive-day`, `seasonal-naive-week`, `holt-winters`, `mstl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     /// The last finite value (reactive baseline).
     LastValue,
+    /// Simple exponential smoothing: a level tracking the series.
+    Ses,
     /// The value one day earlier.
     SeasonalNaiveDay,
     /// The value one week earlier.
@@ -238,8 +246,9 @@ pub enum ModelKind {
 
 impl ModelKind {
     /// Every kind, simplest first.
-    pub const ALL: [ModelKind; 5] = [
+    pub const ALL: [ModelKind; 6] = [
         ModelKind::LastValue,
+        ModelKind::Ses,
         ModelKind::SeasonalNaiveDay,
         ModelKind::SeasonalNaiveWeek,
         ModelKind::HoltWinters,
@@ -250,6 +259,7 @@ impl ModelKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::LastValue => "last-value",
+            ModelKind::Ses => "ses",
             ModelKind::SeasonalNaiveDay => "seasonal-naive-day",
             ModelKind::SeasonalNaiveWeek => "seasonal-naive-week",
             ModelKind::HoltWinters => "holt-winters",
@@ -258,13 +268,15 @@ impl ModelKind {
     }
 
     /// The model to fall back to when this one lacks history: each step
-    /// needs a shorter history than the one before (week → day → one step).
+    /// needs a shorter history than the one before (week → day → an hour →
+    /// one step).
     pub fn simpler(self) -> Option<ModelKind> {
         match self {
             ModelKind::Mstl => Some(ModelKind::HoltWinters),
             ModelKind::HoltWinters => Some(ModelKind::SeasonalNaiveDay),
             ModelKind::SeasonalNaiveWeek => Some(ModelKind::SeasonalNaiveDay),
-            ModelKind::SeasonalNaiveDay => Some(ModelKind::LastValue),
+            ModelKind::SeasonalNaiveDay => Some(ModelKind::Ses),
+            ModelKind::Ses => Some(ModelKind::LastValue),
             ModelKind::LastValue => None,
         }
     }

@@ -81,6 +81,7 @@ use super::intervals::Calibrator;
 use super::last_value::LastValue;
 use super::mstl::{Mstl, MstlConfig};
 use super::seasonal_naive::{NaiveConfig, SeasonalNaive};
+use super::ses::{Ses, SesConfig};
 use super::{Error, Forecast, Model, ModelKind, Result, Seasons, clean};
 
 /// Settings of an [`Ensemble`]; build with [`EnsembleConfig::for_seasons`]
@@ -126,6 +127,8 @@ pub struct EnsembleConfig {
     pub holt_winters: HoltWintersConfig,
     /// MSTL settings.
     pub mstl: MstlConfig,
+    /// Exponential smoothing settings.
+    pub ses: SesConfig,
 }
 
 impl EnsembleConfig {
@@ -147,6 +150,7 @@ impl EnsembleConfig {
             naive: NaiveConfig::for_seasons(seasons),
             holt_winters: HoltWintersConfig::for_seasons(seasons),
             mstl: MstlConfig::for_seasons(seasons),
+            ses: SesConfig::for_seasons(seasons),
         }
     }
 
@@ -202,6 +206,7 @@ impl EnsembleConfig {
         let s = &self.seasons;
         match kind {
             ModelKind::LastValue => Box::new(LastValue::new(self.naive)),
+            ModelKind::Ses => Box::new(Ses::new(self.ses)),
             ModelKind::SeasonalNaiveDay => Box::new(SeasonalNaive::day(s, self.naive)),
             ModelKind::SeasonalNaiveWeek => Box::new(SeasonalNaive::week(s, self.naive)),
             ModelKind::HoltWinters => Box::new(HoltWinters::new(s, self.holt_winters)),
