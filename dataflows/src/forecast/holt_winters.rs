@@ -38,7 +38,7 @@
 //! from a month-long average would be too wide in quiet periods and too
 //! narrow in busy ones.
 
-use super::{Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, normal_z};
+use super::{Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, ew_variance, normal_z};
 
 /// Settings of the Holt–Winters model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,10 +174,10 @@ impl State {
         let level = self.level + damped + p.alpha * e;
         let trend = damped + p.beta * e;
         let season = s + p.gamma * e;
-        let var = if self.var.is_nan() { e * e } else { self.var + rules.var_weight * (e * e - self.var) };
+        let var = ew_variance(self.var, e, rules.var_weight, self.level, self.errors_seen >= self.season.len());
         // A sum of finite numbers can only overflow when some are huge, and
         // then the step is rejected as well; one check instead of five.
-        let usable = (e + level + trend + season + var).is_finite();
+        let usable = (e * e + level + trend + season + var).is_finite();
         let error = if usable {
             self.level = level;
             self.trend = trend;

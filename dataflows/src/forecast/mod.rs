@@ -387,6 +387,36 @@ pub trait Model: Send {
     fn is_fitted(&self) -> bool;
 }
 
+/// Errors beyond this many standard deviations enter a residual variance
+/// as if they were this large (see `ew_variance`).
+pub(crate) const VARIANCE_CLIP_Z: f64 = 4.0;
+
+/// One step of an exponentially weighted variance of one-step errors,
+/// with `weight` the weight of the new error; `NaN` (no error yet) starts
+/// at `e²`. A squared error beyond `(VARIANCE_CLIP_Z σ)²` counts as that
+/// much: on bursty loads one spike of a hundred times the level would
+/// otherwise widen every interval by an order of magnitude for the whole
+/// variance memory (a day), long after the load is back. Volatility that
+/// really rises still raises the variance within a few steps (each clipped
+/// error adds up to 16× the old variance times the weight), and the
+/// spikes themselves are in the tails the calibrator learns from
+/// out-of-sample errors. The clip never falls below a thousandth of
+/// `level`, so a series that was constant (variance zero or nearly) and
+/// turns noisy is not stuck with a zero-width interval, and nothing is
+/// clipped until `warm` (the variance started from a single error, which
+/// may be tiny, and must first settle on the errors that follow).
+pub(crate) fn ew_variance(var: f64, e: f64, weight: f64, level: f64, warm: bool) -> f64 {
+    if var.is_nan() {
+        return e * e;
+    }
+    if !warm {
+        return var + weight.max(0.1) * (e * e - var);
+    }
+    let floor = 1e-3 * level;
+    let e2 = (e * e).min(VARIANCE_CLIP_Z * VARIANCE_CLIP_Z * var.max(floor * floor));
+    var + weight * (e2 - var)
+}
+
 /// Checks an interval level.
 pub(crate) fn check_level(level: f64) -> Result<()> {
     if level > 0.0 && level < 1.0 { Ok(()) } else { Err(Error::InvalidLevel(level)) }
@@ -469,6 +499,26 @@ mod tests {
         assert!(normal_z(1.0).is_err());
         assert!(normal_z(0.0).is_err());
         assert!(normal_z(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn one_spike_barely_moves_the_variance_but_lasting_volatility_does() {
+        let w = 1.0 / 288.0;
+        let spiked = ew_variance(1.0, 1000.0, w, 100.0, true);
+        assert!(spiked < 1.0 + 16.0 * w, "one spike of 1000 σ made the variance {spiked}");
+        // Noise twice as large takes the variance most of the way to 4×
+        // within a day of steps.
+        let mut var = 1.0;
+        for i in 0..288 {
+            var = ew_variance(var, if i % 2 == 0 { 2.0 } else { -2.0 }, w, 100.0, true);
+        }
+        assert!(var > 2.5, "{var}");
+        // A constant series that turns noisy is not stuck at zero width.
+        let mut var = ew_variance(f64::NAN, 0.0, w, 100.0, true);
+        for _ in 0..288 {
+            var = ew_variance(var, 1.0, w, 100.0, true);
+        }
+        assert!(var > 0.5, "{var}");
     }
 
     #[test]

@@ -33,7 +33,7 @@
 //!
 //! **Missing values** leave the level where it is.
 
-use super::{Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, normal_z};
+use super::{Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, ew_variance, normal_z};
 
 /// Settings of the exponential smoothing model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,8 +115,8 @@ impl Ses {
         let e = value - state.level;
         let level = state.level + alpha * e;
         let weight = 1.0 / self.config.variance_window.max(1) as f64;
-        let var = if state.var.is_nan() { e * e } else { state.var + weight * (e * e - state.var) };
-        if !(level + var).is_finite() {
+        let var = ew_variance(state.var, e, weight, state.level, state.errors_seen >= BURN_IN);
+        if !(level + e * e).is_finite() {
             // So extreme that the state would overflow: treated as missing
             // rather than poisoning every later forecast.
             return;
@@ -130,7 +130,7 @@ impl Ses {
     /// See the module docs; compares with the variance before this error.
     fn track_shift(&self, alpha: f64, state: &mut State, e: f64) {
         let (after, z) = (self.config.shift_after, self.config.shift_z);
-        if after == 0 || state.errors_seen < self.config.min_history || !(state.var > 0.0) {
+        if after == 0 || state.errors_seen < self.config.min_history || state.var.is_nan() || state.var <= 0.0 {
             return;
         }
         let large = e * e > z * z * state.var;
@@ -318,22 +318,39 @@ mod tests {
 
     #[test]
     fn step_change_followed_within_a_few_steps() {
-        let mut y: Vec<f64> = gaussian_noise(600, 3).iter().map(|v| 100.0 + v).collect();
+        let y: Vec<f64> = gaussian_noise(600, 3).iter().map(|v| 100.0 + v).collect();
         let mut m = model();
         m.fit(&y).expect("long enough");
         for _ in 0..4 {
             m.update(200.0);
-            y.push(200.0);
         }
         let f = m.predict(1, 0.9).expect("fitted");
         assert!((f.point[0] - 200.0).abs() < 5.0, "after four steps at 200 the forecast is {}", f.point[0]);
         // A lone spike is smoothed, not followed.
         let mut m = model();
-        m.fit(&y[..600]).expect("long enough");
+        m.fit(&y).expect("long enough");
         m.update(200.0);
         m.update(100.0);
         let f = m.predict(1, 0.9).expect("fitted");
         assert!(f.point[0] < 110.0, "one spike moved the level to {}", f.point[0]);
+    }
+
+    #[test]
+    fn a_lone_spike_does_not_leave_the_interval_wide() {
+        let y: Vec<f64> = gaussian_noise(600, 13).iter().map(|v| 50.0 + 3.0 * v).collect();
+        let mut m = model();
+        m.fit(&y).expect("long enough");
+        let width = |m: &Ses| {
+            let f = m.predict(1, 0.9).expect("fitted");
+            f.upper[0] - f.lower[0]
+        };
+        let before = width(&m);
+        m.update(5000.0);
+        for v in &y[..6] {
+            m.update(*v);
+        }
+        let after = width(&m);
+        assert!(after < 1.5 * before, "width {before} before a spike of 100×, {after} after");
     }
 
     #[test]
