@@ -100,6 +100,10 @@ pub struct BacktestArgs {
     /// Share of minutes allowed under-provisioned at equal service.
     #[arg(long, default_value_t = 0.005)]
     pub budget: f64,
+    /// The interval level whose upper bound prescale sizes for (0 = the
+    /// point forecast; default: the forecast's 0.9).
+    #[arg(long)]
+    pub level: Option<f64>,
     /// Target utilisations swept for equal service: FROM:TO:STEP.
     #[arg(long, default_value = "0.1:1.2:0.02")]
     pub sweep: String,
@@ -137,6 +141,7 @@ impl BacktestArgs {
         s.metric_delay = duration("--metric-delay", &self.metric_delay)?;
         s.slo_utilization = self.slo_utilization;
         s.budget = self.budget;
+        s.level = self.level;
         s.warmup = duration("--warmup", &self.warmup)?;
         s.workers = self.workers;
         let parts: Vec<f64> = self.sweep.split(':').filter_map(|p| p.trim().parse().ok()).collect();

@@ -233,6 +233,11 @@ pub struct DecideConfig {
     pub horizon: Option<String>,
     /// Pod start-up lead time (default `120s`).
     pub startup: Option<String>,
+    /// The level of the central interval whose upper bound replicas are
+    /// sized for, 0 (the point forecast) to below 1 (default: the
+    /// forecast's own level, `forecast.level`; see the README's
+    /// Decisions).
+    pub level: Option<f64>,
     /// `Auto` (default) or `ForecastOnly`.
     pub mode: Option<Mode>,
     /// Scale-up rules (default: HPA's, no stabilisation, +100% or +4 pods
@@ -688,6 +693,7 @@ fn decide_settings(c: &DecideConfig) -> Result<DecideSettings> {
         target_per_replica: c.target_per_replica.unwrap_or(1.0),
         horizon: duration("decide.horizon", c.horizon.as_deref(), "5m")?,
         startup: duration("decide.startup", c.startup.as_deref(), "120s")?,
+        level: c.level,
         mode: c.mode.unwrap_or(Mode::Auto),
         behavior: Behavior {
             scale_up: rules("decide.scale_up", c.scale_up.as_ref(), defaults.scale_up)?,

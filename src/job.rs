@@ -91,7 +91,7 @@ pub fn run(mut settings: Settings) -> Result<Option<Summary>> {
     // which alone writes decisions.
     let mut kube = match &settings.sink {
         SinkSettings::Kubernetes(k) if settings.cluster.process == 0 => {
-            Some(KubeIo::start(k, settings.forecast.level).inspect_err(|_| observed.health.finished(false))?)
+            Some(KubeIo::start(k).inspect_err(|_| observed.health.finished(false))?)
         }
         _ => None,
     };

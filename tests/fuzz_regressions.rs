@@ -160,7 +160,7 @@ fn seeds_reach_the_accepting_paths() {
     for (path, seed) in committed_inputs("scaler_spec", &["seeds"]) {
         let spec: prescale::kube::crd::PredictiveScalerSpec =
             serde_json::from_slice(&seed).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if let Err(e) = prescale::kube::convert::scaler_spec(&spec, 0.9) {
+        if let Err(e) = prescale::kube::convert::scaler_spec(&spec) {
             panic!("{}: {e}", path.display());
         }
     }

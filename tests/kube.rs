@@ -436,7 +436,8 @@ fn the_watcher_turns_creates_edits_and_deletes_into_spec_updates() {
     assert_eq!((new.series.deployment.as_str(), new.spec.is_some()), ("api", true));
 
     // A spec the job cannot honour is retracted, and says why.
-    kubectl_ok(c, &["-n", &ns, "patch", "ps", "web", "--type=merge", "-p", r#"{"spec":{"quantile":0.99}}"#]);
+    let long_metric = format!(r#"{{"spec":{{"metricName":"{}"}}}}"#, "m".repeat(600));
+    kubectl_ok(c, &["-n", &ns, "patch", "ps", "web", "--type=merge", "-p", &long_metric]);
     let u = next_update(&rx);
     assert_eq!((u.series.deployment.as_str(), u.spec.is_none()), ("api", true));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -669,7 +670,7 @@ fn the_example_scaler_and_the_rbac_manifest_are_valid_for_the_apiserver() {
     // And the example reads as the job's spec.
     let text = std::fs::read_to_string(&example).unwrap();
     let ps: PredictiveScaler = serde_saphyr::from_str(&text).unwrap();
-    let spec = prescale::kube::convert::scaler_spec(&ps.spec, 0.9).unwrap();
+    let spec = prescale::kube::convert::scaler_spec(&ps.spec).unwrap();
     assert_eq!((spec.min_replicas, spec.max_replicas, spec.mode), (2, 40, Mode::ForecastOnly));
 }
 

@@ -68,7 +68,7 @@ def spread(first, last, count):
 
 def naive_scale(y):
     diffs = [abs(b - a) for a, b in zip(y, y[1:]) if math.isfinite(a) and math.isfinite(b)]
-    return sum(diffs) / len(diffs)
+    return sum(diffs) / len(diffs) if diffs else None
 
 
 def filled(y):
@@ -106,6 +106,9 @@ def main():
     for name, (t0, y) in load(path, set(names)).items():
         n = len(y)
         scale = naive_scale(y[: n // 2])
+        if scale is None:
+            print(f"{name}: no two consecutive 5-minute values (a coarser series?); skipped", file=sys.stderr)
+            continue
         origins = spread(n // 2, n - MAX_H - 1, ORIGINS)
         for model in os.environ.get("PEERS", ",".join(FORECASTERS)).split(","):
             forecaster = FORECASTERS[model]

@@ -69,6 +69,8 @@ pub struct BacktestSettings {
     pub budget: f64,
     /// Target utilisations swept for equal service.
     pub sweep: Vec<f64>,
+    /// The interval level prescale sizes for (`None`: the forecast's).
+    pub level: Option<f64>,
     /// Scored from this far into the trace (default 7 d, at most half).
     pub warmup: Millis,
     /// Timely workers.
@@ -88,6 +90,7 @@ impl BacktestSettings {
             slo_utilization: 0.85,
             budget: 0.005,
             sweep: (5..=60).map(|i| f64::from(i) * 0.02).collect(),
+            level: None,
             warmup: 7 * DAY,
             workers: 1,
         }
@@ -122,6 +125,11 @@ impl BacktestSettings {
         self.sweep.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
         if self.workers == 0 {
             return Err(Error::invalid("--workers", "must be at least 1"));
+        }
+        if let Some(l) = self.level
+            && !(0.0..1.0).contains(&l)
+        {
+            return Err(Error::invalid("--level", format!("{l} must be at least 0 and below 1")));
         }
         Ok(self)
     }
@@ -267,6 +275,7 @@ fn scaler_spec(step: Millis, capacity: f64, target: f64, max: u32, settings: &Ba
         // Decisions reach the cluster `LATENESS` after the window ends,
         // and pods are ready `startup` later.
         startup: settings.startup + LATENESS,
+        level: settings.level,
         fallback: FallbackSpec {
             stale_after: patience,
             max_gap: patience,

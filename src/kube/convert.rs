@@ -4,14 +4,15 @@
 //! series it scales on.
 //!
 //! Pure: the watcher calls it for every resource it sees, and the tests
-//! call it without a cluster. A spec the job cannot honour (a `quantile`
-//! other than the job's forecast level, or one the schema would have
-//! refused under an older CRD) is an error naming the field, which the
-//! watcher reports in the resource's `Ready` condition.
+//! call it without a cluster. A spec the job cannot honour (a metric name
+//! longer than the decoder admits, or one the schema would have refused
+//! under an older CRD) is an error naming the field,
+//! which the watcher reports in the resource's `Ready` condition.
 
 use prescale_dataflows::decide::{
     Behavior, FallbackSpec, Mode, PolicyKind, ScalerSpec, ScalingPolicy, ScalingRules, SelectPolicy, SpecUpdate,
 };
+use prescale_dataflows::decode::MAX_METRIC;
 use prescale_dataflows::record::SeriesKey;
 use prescale_dataflows::time::{MINUTE, SECOND};
 
@@ -75,9 +76,8 @@ fn fallback(spec: Option<&FallbackPolicy>) -> FallbackSpec {
     }
 }
 
-/// The decide stage's spec for a resource's spec, given the interval level
-/// the job forecasts at (`forecast.level`).
-pub fn scaler_spec(spec: &PredictiveScalerSpec, level: f64) -> Result<ScalerSpec, SpecError> {
+/// The decide stage's spec for a resource's spec.
+pub fn scaler_spec(spec: &PredictiveScalerSpec) -> Result<ScalerSpec, SpecError> {
     let target_per_replica = match (spec.target_per_replica, spec.target_utilization) {
         (Some(t), None) => t,
         (None, Some(pct)) => f64::from(pct) / 100.0,
@@ -86,13 +86,19 @@ pub fn scaler_spec(spec: &PredictiveScalerSpec, level: f64) -> Result<ScalerSpec
     if spec.forecast_horizon_minutes < 5 {
         return err("forecastHorizonMinutes", format!("{} is below the minimum of 5", spec.forecast_horizon_minutes));
     }
-    if let Some(q) = spec.quantile
-        && (q - level).abs() > 1e-9
-    {
+    if spec.metric_name.len() > MAX_METRIC {
         return err(
-            "quantile",
-            format!("{q} is not this job's forecast level {level}; leave quantile out or set it to {level}"),
+            "metricName",
+            format!(
+                "{} bytes: the job refuses samples whose metric is longer than {MAX_METRIC}, so it would never match",
+                spec.metric_name.len()
+            ),
         );
+    }
+    if let Some(q) = spec.quantile
+        && !(0.0..1.0).contains(&q)
+    {
+        return err("quantile", format!("{q} is not at least 0 and below 1"));
     }
     let defaults = Behavior::default();
     let behavior = spec.behavior.as_ref();
@@ -102,6 +108,7 @@ pub fn scaler_spec(spec: &PredictiveScalerSpec, level: f64) -> Result<ScalerSpec
         target_per_replica,
         horizon: u64::from(spec.forecast_horizon_minutes) * MINUTE,
         startup: u64::from(spec.startup_seconds.unwrap_or(120)) * SECOND,
+        level: spec.quantile,
         mode: match spec.mode {
             ScalerMode::Auto => Mode::Auto,
             ScalerMode::ForecastOnly => Mode::ForecastOnly,
@@ -162,20 +169,17 @@ mod tests {
 
     #[test]
     fn units_and_defaults_map_onto_the_stage() {
-        let s = scaler_spec(&spec(serde_json::json!({})), 0.9).unwrap();
+        let s = scaler_spec(&spec(serde_json::json!({}))).unwrap();
         assert_eq!((s.min_replicas, s.max_replicas, s.target_per_replica), (2, 20, 50.0));
         assert_eq!((s.horizon, s.startup, s.mode), (30 * MINUTE, 120 * SECOND, Mode::Auto));
         assert_eq!(s.behavior, Behavior::default());
         assert_eq!(s.fallback, FallbackSpec::default());
 
-        let s = scaler_spec(
-            &spec(serde_json::json!({
-                "targetPerReplica": null, "targetUtilization": 70, "startupSeconds": 45,
-                "mode": "ForecastOnly", "quantile": 0.9,
-                "fallback": {"maxError": 2.5, "staleAfterSeconds": 60},
-            })),
-            0.9,
-        )
+        let s = scaler_spec(&spec(serde_json::json!({
+            "targetPerReplica": null, "targetUtilization": 70, "startupSeconds": 45,
+            "mode": "ForecastOnly", "quantile": 0.9,
+            "fallback": {"maxError": 2.5, "staleAfterSeconds": 60},
+        })))
         .unwrap();
         assert!((s.target_per_replica - 0.7).abs() < 1e-12);
         assert_eq!((s.startup, s.mode), (45 * SECOND, Mode::ForecastOnly));
@@ -194,7 +198,7 @@ mod tests {
                 policies: Some(vec![ScalingPolicySpec { type_: PolicyType::Pods, value: 1, period_seconds: 30 }]),
             }),
         });
-        let s = scaler_spec(&p, 0.9).unwrap();
+        let s = scaler_spec(&p).unwrap();
         let d = Behavior::default();
         assert_eq!(s.behavior.scale_up, d.scale_up);
         assert_eq!(s.behavior.scale_down.stabilization, 60 * SECOND);
@@ -207,12 +211,15 @@ mod tests {
 
     #[test]
     fn specs_the_job_cannot_honour_are_errors_naming_the_field() {
-        let e = scaler_spec(&spec(serde_json::json!({"quantile": 0.95})), 0.9).unwrap_err();
+        let e = scaler_spec(&spec(serde_json::json!({"quantile": 1.5}))).unwrap_err();
         assert_eq!(e.field, "quantile");
-        assert!(e.to_string().contains("0.95") && e.to_string().contains("0.9"), "{e}");
-        let e = scaler_spec(&spec(serde_json::json!({"targetUtilization": 50})), 0.9).unwrap_err();
+        assert!(e.to_string().contains("1.5"), "{e}");
+        assert_eq!(scaler_spec(&spec(serde_json::json!({"quantile": 0.6}))).unwrap().level, Some(0.6));
+        let e = scaler_spec(&spec(serde_json::json!({"metricName": "m".repeat(MAX_METRIC + 1)}))).unwrap_err();
+        assert_eq!(e.field, "metricName");
+        let e = scaler_spec(&spec(serde_json::json!({"targetUtilization": 50}))).unwrap_err();
         assert_eq!(e.field, "targetPerReplica");
-        let e = scaler_spec(&spec(serde_json::json!({"minReplicas": 30})), 0.9).unwrap_err();
+        let e = scaler_spec(&spec(serde_json::json!({"minReplicas": 30}))).unwrap_err();
         assert!(e.to_string().contains("below min_replicas"), "{e}");
     }
 }

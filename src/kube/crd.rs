@@ -75,11 +75,13 @@ pub struct PredictiveScalerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 3600))]
     pub startup_seconds: Option<u32>,
-    /// The prediction-interval level whose upper bound replicas are sized
-    /// for (0.5 to 0.999). It must equal the job's `forecast.level`; leave
-    /// it out to use that.
+    /// The level of the central prediction interval whose upper bound
+    /// replicas are sized for (0 to 0.999; 0 is the point forecast). Leave
+    /// it out to use the job's `forecast.level`; other levels are read off
+    /// that interval as if its shape were normal (0.6 sizes for about the
+    /// 80th percentile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.5, max = 0.999))]
+    #[schemars(range(min = 0.0, max = 0.999))]
     pub quantile: Option<f64>,
     /// `Auto` scales the target; `ForecastOnly` only reports in the status.
     #[serde(default)]

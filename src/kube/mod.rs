@@ -74,13 +74,12 @@ pub struct KubeIo {
 
 impl KubeIo {
     /// Starts the watcher (returning once the scalers are listed) and the
-    /// sink; `level` is the job's forecast interval level.
-    pub fn start(settings: &crate::config::KubeSettings, level: f64) -> Result<Self> {
+    /// sink.
+    pub fn start(settings: &crate::config::KubeSettings) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         let options = watcher::WatchOptions {
             kubeconfig: settings.sink.kubeconfig.clone(),
             namespace: settings.namespace.clone(),
-            level,
             field_manager: settings.sink.field_manager.clone(),
             ..watcher::WatchOptions::default()
         };

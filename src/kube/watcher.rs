@@ -42,8 +42,6 @@ pub struct WatchOptions {
     pub kubeconfig: Option<PathBuf>,
     /// Only this namespace; `None` watches all.
     pub namespace: Option<String>,
-    /// The job's forecast interval level, which `spec.quantile` must match.
-    pub level: f64,
     /// Field manager of the status writes for refused specs.
     pub field_manager: String,
     /// How long [`SpecWatcher::start`] waits for the first full list.
@@ -55,7 +53,6 @@ impl Default for WatchOptions {
         WatchOptions {
             kubeconfig: None,
             namespace: None,
-            level: 0.9,
             field_manager: "prescale".into(),
             initial_list_timeout: Duration::from_secs(30),
         }
@@ -154,14 +151,14 @@ impl State {
 
     /// Applies what the resource now says; returns the error for a refused
     /// spec, and `false` in the second place when `out` is closed.
-    fn apply(&mut self, ps: &PredictiveScaler, level: f64) -> (Option<SpecError>, bool) {
+    fn apply(&mut self, ps: &PredictiveScaler) -> (Option<SpecError>, bool) {
         let (Some(ns), name) = (ps.namespace(), ps.name_any()) else { return (None, true) };
         let key = (ns, name);
         if let Some(seen) = &mut self.relisted {
             seen.insert(key.clone());
         }
         let Some(series) = convert::series_of(ps) else { return (None, true) };
-        match convert::scaler_spec(&ps.spec, level) {
+        match convert::scaler_spec(&ps.spec) {
             Ok(spec) => {
                 let mut open = true;
                 match self.known.get(&key) {
@@ -211,7 +208,7 @@ async fn watch(
                 true
             }
             Ok(watcher::Event::InitApply(ps) | watcher::Event::Apply(ps)) => {
-                let (refused, open) = state.apply(&ps, options.level);
+                let (refused, open) = state.apply(&ps);
                 if let Some(e) = refused {
                     report_refused(&client, &ps, &e, &options.field_manager).await;
                 }

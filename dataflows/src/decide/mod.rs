@@ -103,6 +103,16 @@ pub struct ScalerSpec {
     /// long after it is decided, so the forecast must look this much
     /// further ahead.
     pub startup: Millis,
+    /// The level of the central interval whose upper bound the count is
+    /// sized for; `None` (the default) sizes for the forecast's own upper
+    /// bound. Other levels are read off the forecast's interval as if its
+    /// shape were normal: the bound is `point + (upper − point) ×
+    /// z(level) / z(forecast level)`, so 0 sizes for the point forecast
+    /// and 0.6 for about the 80th percentile of a 90% interval's forecast.
+    /// Together with the target utilisation it sets the headroom: a lower
+    /// level with a lower target pays less for noise the forecast cannot
+    /// predict.
+    pub level: Option<f64>,
     /// Auto or forecast-only.
     pub mode: Mode,
     /// Stabilisation and rate limits.
@@ -119,6 +129,7 @@ impl Default for ScalerSpec {
             target_per_replica: 1.0,
             horizon: 5 * MINUTE,
             startup: 120 * SECOND,
+            level: None,
             mode: Mode::Auto,
             behavior: Behavior::default(),
             fallback: FallbackSpec::default(),
@@ -142,6 +153,9 @@ impl ScalerSpec {
         }
         if self.horizon == 0 {
             return bad("horizon must be positive".into());
+        }
+        if self.level.is_some_and(|l| !(0.0..1.0).contains(&l)) {
+            return bad(format!("level {:?} must be at least 0 and below 1", self.level));
         }
         let f = &self.fallback;
         if !(f.max_change_factor > 1.0 && f.max_error > 0.0) {

@@ -11,6 +11,7 @@
 
 use super::behavior::{Bound, History};
 use super::{Decision, FallbackReason, LoadReading, Reason, ScalerSpec, UsedForecast};
+use crate::forecast::normal_z;
 use crate::forecast::stage::ForecastRow;
 use crate::record::SeriesKey;
 use crate::time::{Millis, SECOND, format_duration};
@@ -425,15 +426,35 @@ impl Scaler {
         let last = usize::try_from(until.saturating_sub(row.origin_ms).div_ceil(step)).ok()?.min(row.upper.len());
         let upper = row.upper.get(first..last.max(first + 1))?;
         let point = row.point.get(first..last.max(first + 1))?;
-        let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let (upper, point) = (max(upper), max(point));
+        let (level, width) = self.sizing(row.level);
+        let bound = point.iter().zip(upper).map(|(p, u)| p + width * (u - p));
+        let upper = bound.fold(f64::NEG_INFINITY, f64::max);
+        let point = point.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (upper.is_finite() && point.is_finite()).then(|| UsedForecast {
             origin_ms: row.origin_ms,
             until_ms: row.origin_ms + last.max(first + 1) as u64 * step,
             point,
             upper: upper.max(0.0),
-            level: row.level,
+            level,
         })
+    }
+
+    /// The interval level the count is sized for, and the share of the
+    /// forecast's interval (from the point to the upper bound) that
+    /// level's upper bound lies at (see [`ScalerSpec::level`]).
+    fn sizing(&self, forecast_level: f64) -> (f64, f64) {
+        match self.spec.level {
+            Some(level) if level != forecast_level => {
+                let z = |l: f64| if l <= 0.0 { Some(0.0) } else { normal_z(l).ok() };
+                match (z(level), z(forecast_level)) {
+                    (Some(a), Some(b)) if b > 0.0 => (level, a / b),
+                    // A forecast level outside (0, 1) cannot be scaled
+                    // from; its own bound is used.
+                    _ => (forecast_level, 1.0),
+                }
+            }
+            _ => (forecast_level, 1.0),
+        }
     }
 }
 
@@ -495,6 +516,26 @@ mod tests {
         r.origin_ms = 5 * MINUTE;
         r.upper[1] = 95.0;
         assert_eq!(s.on_forecast("ps", &r).desired, 10);
+    }
+
+    #[test]
+    fn a_lower_sizing_level_sizes_between_the_point_and_the_upper_bound() {
+        // Forecast 100 ± 40 at 90%: z(0.9) = 1.645.
+        let sized = |level: Option<f64>| {
+            let mut s = Scaler::new(ScalerSpec { level, max_replicas: 1000, target_per_replica: 1.0, ..spec() });
+            let d = s.on_forecast("ps", &row(0, 50.0, 100.0, 40.0));
+            let used = d.forecast.unwrap_or_else(|| panic!("a forecast was used"));
+            (d.desired, used.upper, used.level)
+        };
+        assert_eq!(sized(None), (140, 140.0, 0.9));
+        assert_eq!(sized(Some(0.9)), (140, 140.0, 0.9));
+        assert_eq!(sized(Some(0.0)), (100, 100.0, 0.0));
+        // z(0.6) = 0.8416: 100 + 40 × 0.8416 / 1.6449 = 120.47.
+        let (desired, upper, level) = sized(Some(0.6));
+        assert!((upper - 120.466).abs() < 0.01, "{upper}");
+        assert_eq!((desired, level), (121, 0.6));
+        // Above the forecast's level the bound lies beyond its interval.
+        assert!(sized(Some(0.99)).1 > 140.0);
     }
 
     #[test]

@@ -70,7 +70,9 @@ impl Input {
 /// of the data-quality gate from whichever worker rejected the record.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum Control {
-    Spec(SpecUpdate),
+    // Boxed: a spec is several times the size of a flag, and flags are
+    // the many.
+    Spec(Box<SpecUpdate>),
     Flag(Flag),
 }
 
@@ -202,7 +204,7 @@ pub fn decisions<'scope>(
     let default = settings.default.clone();
     let cadence = settings.reactive_width;
     let route = Exchange::new(|c: &Control| Series::new(c.series().clone()).route());
-    let control = specs.map(Control::Spec).concat(flags.map(Control::Flag));
+    let control = specs.map(|u| Control::Spec(Box::new(u))).concat(flags.map(Control::Flag));
     // Both come from the worker that owns the series: no exchange.
     let inputs = forecasts.map(Input::Forecast).concat(readings.map(Input::Reading));
     inputs.binary_frontier::<_, CapacityContainerBuilder<Vec<Decision>>, _, _, _, _>(
@@ -270,7 +272,7 @@ pub fn decisions<'scope>(
                     let mut flags = Vec::new();
                     for c in controls {
                         match c {
-                            Control::Spec(u) => scalers.update(u, cadence),
+                            Control::Spec(u) => scalers.update(*u, cadence),
                             Control::Flag(f) => flags.push(f),
                         }
                     }
