@@ -21,6 +21,23 @@
 //!    seasonal models the moment it has two days of data;
 //! 4. **forecasts** a new scoring path from every fitted candidate.
 //!
+//! # Deferred refits
+//!
+//! [`Ensemble::push_deferred`] splits a scheduled refit out of the push, so
+//! that a caller serving many series (the dataflow's forecast stage) can
+//! run each series' refit on its own, between other work, instead of all
+//! of them inside one push round. A push that hits the schedule then only
+//! updates the fitted candidates (step 3 as between refits) and marks the
+//! refit *due*; [`Ensemble::run_due_refit`] runs it later on the retained
+//! history, which still ends with the value that made it due. The install
+//! point is fixed by the series, not by when the caller gets round to it:
+//! the next push runs a refit still due before it takes its value. The
+//! refit then makes the scoring paths of that value again from the refitted
+//! models, so once it has run the ensemble is bit for bit what
+//! [`Ensemble::push`], which runs the refit at once, would have made; only
+//! a forecast asked for between the push and the refit differs, coming from
+//! the models updated with the value rather than refitted on it.
+//!
 //! [`Ensemble::forecast`] then returns the forecast of the candidate with the
 //! lowest *recent error*: the mean of its last
 //! [`EnsembleConfig::error_window`] path scores divided by the series' scale,
@@ -258,6 +275,10 @@ struct Candidate {
     last_error: Option<Error>,
     /// Tried to fit off schedule since the last scheduled refit.
     tried_since_refit: bool,
+    /// Was fitted when the push that made the due refit updated it: the
+    /// refit then decides as it would have at the push, even if the update
+    /// unfitted the model (MSTL does when it cannot extend its path).
+    fitted_at_due: bool,
     pending: VecDeque<Pending>,
     scores: VecDeque<f64>,
 }
@@ -272,6 +293,9 @@ pub struct Ensemble {
     since_refit: usize,
     /// Scheduled refits so far.
     refits: u64,
+    /// A scheduled refit was deferred by [`Ensemble::push_deferred`] and
+    /// has not run yet.
+    refit_due: bool,
     scale_sum: f64,
     scale_count: usize,
     /// Leads whose errors feed the calibrators.
@@ -305,6 +329,7 @@ impl Ensemble {
                 calibrator: Calibrator::new(config.calibration_window),
                 last_error: None,
                 tried_since_refit: false,
+                fitted_at_due: false,
                 pending: VecDeque::with_capacity(config.score_horizon + 1),
                 scores: VecDeque::with_capacity(config.error_window),
             })
@@ -320,6 +345,7 @@ impl Ensemble {
             seen: 0,
             since_refit: 0,
             refits: 0,
+            refit_due: false,
             scale_sum: 0.0,
             scale_count: 0,
         })
@@ -340,8 +366,21 @@ impl Ensemble {
         self.history.len()
     }
 
-    /// Takes the next value of the series (see the module docs).
+    /// Takes the next value of the series (see the module docs), running a
+    /// scheduled refit at once.
     pub fn push(&mut self, value: f64) {
+        self.push_deferred(value);
+        self.run_due_refit();
+    }
+
+    /// Takes the next value of the series like [`Ensemble::push`], but a
+    /// scheduled refit it hits is left due for [`Ensemble::run_due_refit`]
+    /// (see "Deferred refits" in the module docs); returns whether one is
+    /// due. A refit still due from the previous push runs first.
+    pub fn push_deferred(&mut self, value: f64) -> bool {
+        // The install point of a deferred refit is before the next value,
+        // whenever the caller found time for it: results never depend on it.
+        self.run_due_refit();
         let value = clean(value);
         let index = self.seen;
         self.seen += 1;
@@ -349,11 +388,26 @@ impl Ensemble {
         self.retain(value);
         self.since_refit += 1;
         if self.since_refit >= self.config.refit_every {
-            self.scheduled_refit(value);
+            self.since_refit = 0;
+            self.refit_due = true;
+            // No off-schedule fit of a newly eligible candidate here: the
+            // due refit fits every candidate anyway, and a push that hits
+            // the schedule stays cheap.
+            for c in &mut self.candidates {
+                c.fitted_at_due = c.model.is_fitted();
+                c.model.update(value);
+            }
         } else {
             self.update_all(value);
         }
         self.forecast_for_scoring(index);
+        self.refit_due
+    }
+
+    /// Whether a scheduled refit deferred by [`Ensemble::push_deferred`] is
+    /// still to run.
+    pub fn refit_due(&self) -> bool {
+        self.refit_due
     }
 
     /// Shifts the refit schedule by `phase` steps. The dataflow gives every
@@ -363,30 +417,47 @@ impl Ensemble {
         self.since_refit = phase % self.config.refit_every.max(1);
     }
 
-    /// The refit the schedule asks for: every candidate, except a fitted
-    /// slow model between its own, less frequent refits, which is updated.
-    fn scheduled_refit(&mut self, value: f64) {
+    /// Runs the scheduled refit that [`Ensemble::push_deferred`] left due,
+    /// if any; returns whether it ran. Every candidate is refitted, except a
+    /// fitted slow model between its own, less frequent refits, which the
+    /// push already updated with the value.
+    pub fn run_due_refit(&mut self) -> bool {
+        if !self.refit_due {
+            return false;
+        }
+        self.refit_due = false;
         self.refits += 1;
         let every = self.config.slow_refit_every.max(1) as u64;
         let skip_slow = !self.refits.is_multiple_of(every);
-        self.since_refit = 0;
         self.recompute_scale();
         let history = self.history.make_contiguous();
         for c in &mut self.candidates {
             let slow = matches!(c.model.kind(), ModelKind::Mstl | ModelKind::HoltWinters);
-            if skip_slow && slow && c.model.is_fitted() {
-                c.model.update(value);
+            if skip_slow && slow && c.fitted_at_due {
                 continue;
             }
             c.tried_since_refit = false;
             c.last_error = c.model.fit(history).err();
         }
+        // The push made its scoring paths before the refit; the refitted
+        // models make them again, so the state is that of a refit at push.
+        // No value arrived since, so those paths are unscored.
+        let origin = self.seen.saturating_sub(1);
+        for c in &mut self.candidates {
+            while c.pending.back().is_some_and(|p| p.origin == origin) {
+                c.pending.pop_back();
+            }
+        }
+        self.forecast_for_scoring(origin);
+        true
     }
 
     /// Refits every candidate now on the retained history and restarts the
-    /// refit schedule (for instance after a restore from a checkpoint).
+    /// refit schedule (for instance after a restore from a checkpoint). It
+    /// stands in for a refit that was due.
     pub fn refit_all(&mut self) {
         self.since_refit = 0;
+        self.refit_due = false;
         self.recompute_scale();
         let history = self.history.make_contiguous();
         for c in &mut self.candidates {
@@ -792,6 +863,111 @@ mod tests {
         let first = run();
         assert!(!first.is_empty());
         assert_eq!(first, run());
+    }
+
+    /// Every candidate's forecast (with calibrated intervals) and recent
+    /// error, and the selected forecast, as bits.
+    fn state_bits(e: &Ensemble) -> Vec<u64> {
+        let mut out = Vec::new();
+        for kind in ModelKind::ALL {
+            if let Ok(f) = e.candidate_forecast(kind, 6, 0.9) {
+                out.extend(f.point.iter().chain(&f.lower).chain(&f.upper).map(|v| v.to_bits()));
+            }
+            out.push(e.recent_error(kind).map_or(u64::MAX, f64::to_bits));
+        }
+        if let Ok(f) = e.forecast(6, 0.9) {
+            out.push(f.recent_error.to_bits());
+            out.extend(f.forecast.point.iter().map(|v| v.to_bits()));
+        }
+        out
+    }
+
+    fn noisy_sine(s: &Seasons, days: usize) -> Vec<f64> {
+        daily_sine(s, days * s.day, 2.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 89 == 0 { f64::NAN } else { v })
+            .collect()
+    }
+
+    #[test]
+    fn deferred_refit_leaves_the_state_of_a_refit_at_push() {
+        let s = seasons();
+        let y = noisy_sine(&s, 3);
+        let mut config = EnsembleConfig::for_seasons(&s);
+        config.refit_every = 12;
+        config.score_horizon = 6;
+        let mut sync = Ensemble::new(config.clone()).expect("valid config");
+        let mut deferred = Ensemble::new(config).expect("valid config");
+        sync.stagger_refits(5);
+        deferred.stagger_refits(5);
+        let (mut compared, mut with_slow, mut forced) = (0, 0, 0);
+        for (i, &v) in y.iter().enumerate() {
+            sync.push(v);
+            let was_due = deferred.refit_due();
+            let due = deferred.push_deferred(v);
+            forced += usize::from(was_due);
+            // Half the due refits run at once, the others are left for the
+            // next push to run.
+            if due && (i / 12) % 2 == 0 {
+                assert!(deferred.run_due_refit());
+                assert!(!deferred.run_due_refit(), "a refit runs once");
+            }
+            if deferred.refit_due() {
+                continue;
+            }
+            assert_eq!(state_bits(&sync), state_bits(&deferred), "step {i}");
+            // The newest scoring paths come from the models as they are now:
+            // after a refit, from the refitted ones.
+            for c in deferred.candidates.iter().filter(|c| c.model.is_fitted()) {
+                let newest = c.pending.back().expect("a fitted candidate made a path");
+                assert_eq!(newest.origin, deferred.seen - 1, "step {i}");
+                let now = c.model.predict(6, deferred.config.reference_level).expect("fitted");
+                assert_eq!(newest.forecast.point, now.point, "{} at step {i}", c.model.kind());
+            }
+            compared += 1;
+            let ready = |k| sync.candidates().iter().any(|c| c.kind == k && c.ready);
+            with_slow += usize::from(ready(ModelKind::HoltWinters) && ready(ModelKind::Mstl));
+        }
+        assert!(forced > 0 && compared > y.len() / 2, "forced {forced}, compared {compared}");
+        assert!(with_slow > s.day / 2, "slow models compared at {with_slow} steps");
+        assert!(sync.refits > 6, "slow models skipped and refitted: {} refits", sync.refits);
+    }
+
+    #[test]
+    fn deferred_refit_does_not_update_slow_models_twice() {
+        let s = seasons();
+        let mut config = EnsembleConfig::for_seasons(&s);
+        config.candidates = vec![ModelKind::LastValue, ModelKind::HoltWinters, ModelKind::Mstl];
+        config.refit_every = 12;
+        config.score_horizon = 6;
+        let mut e = Ensemble::new(config).expect("valid config");
+        let (mut skipped, mut refitted) = (0, 0);
+        for v in noisy_sine(&s, 3) {
+            if !e.push_deferred(v) {
+                continue;
+            }
+            let before: Vec<_> = [ModelKind::HoltWinters, ModelKind::Mstl]
+                .map(|k| e.candidate_forecast(k, 6, 0.9).map(|f| f.point).ok())
+                .to_vec();
+            assert!(e.run_due_refit());
+            let after: Vec<_> = [ModelKind::HoltWinters, ModelKind::Mstl]
+                .map(|k| e.candidate_forecast(k, 6, 0.9).map(|f| f.point).ok())
+                .to_vec();
+            if before.iter().any(Option::is_none) {
+                continue;
+            }
+            if e.refits.is_multiple_of(e.config.slow_refit_every as u64) {
+                assert_ne!(before, after, "a slow refit refits them");
+                refitted += 1;
+            } else {
+                // Updated with the value at the push; another update would
+                // move their forecast origin one step on.
+                assert_eq!(before, after, "refit {}", e.refits);
+                skipped += 1;
+            }
+        }
+        assert!(skipped >= 10 && refitted >= 2, "skipped {skipped}, refitted {refitted}");
     }
 
     #[test]
