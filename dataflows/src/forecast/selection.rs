@@ -26,9 +26,9 @@
 //! [`Ensemble::push_deferred`] splits a scheduled refit out of the push, so
 //! that a caller serving many series (the dataflow's forecast stage) can
 //! run each series' refit on its own, between other work, instead of all
-//! of them inside one push round. A push that hits the schedule then only
-//! updates the fitted candidates (step 3 as between refits) and marks the
-//! refit *due*; [`Ensemble::run_due_refit`] runs it later on the retained
+//! of them inside one push round. A push that hits the schedule then does
+//! step 3 as between refits (updates, and fits a newly eligible candidate)
+//! and marks the refit *due*; [`Ensemble::run_due_refit`] runs it later on the retained
 //! history, which still ends with the value that made it due. The install
 //! point is fixed by the series, not by when the caller gets round to it:
 //! the next push runs a refit still due before it takes its value. The
@@ -390,13 +390,13 @@ impl Ensemble {
         if self.since_refit >= self.config.refit_every {
             self.since_refit = 0;
             self.refit_due = true;
-            // No off-schedule fit of a newly eligible candidate here: the
-            // due refit fits every candidate anyway, and a push that hits
-            // the schedule stays cheap.
             for c in &mut self.candidates {
                 c.fitted_at_due = c.model.is_fitted();
-                c.model.update(value);
             }
+            // As between refits, a newly eligible candidate is fitted at once
+            // (and again by the refit): a new series' first schedule may come
+            // before any candidate is fitted, and its forecast must not wait.
+            self.update_all(value);
         } else {
             self.update_all(value);
         }
@@ -935,6 +935,23 @@ mod tests {
     }
 
     #[test]
+    fn a_new_series_forecasts_when_its_first_push_makes_a_refit_due() {
+        let mut config = EnsembleConfig::for_seasons(&seasons());
+        config.refit_every = 12;
+        let mut e = Ensemble::new(config).expect("valid config");
+        e.stagger_refits(10);
+        let mut lazy = Ensemble::new(e.config().clone()).expect("valid config");
+        lazy.stagger_refits(10);
+        // Last value needs two values: none is fitted before the second.
+        assert!(!e.push_deferred(4.0));
+        assert!(e.push_deferred(5.0), "the second push hits the schedule");
+        lazy.push(4.0);
+        lazy.push(5.0);
+        let deferred = e.forecast(1, 0.9).expect("last value fitted at the push");
+        assert_eq!(deferred.forecast.point, lazy.forecast(1, 0.9).expect("refitted").forecast.point);
+    }
+
+    #[test]
     fn deferred_refit_does_not_update_slow_models_twice() {
         let s = seasons();
         let mut config = EnsembleConfig::for_seasons(&s);
@@ -944,7 +961,9 @@ mod tests {
         let mut e = Ensemble::new(config).expect("valid config");
         let (mut skipped, mut refitted) = (0, 0);
         for v in noisy_sine(&s, 3) {
-            if !e.push_deferred(v) {
+            // Fitted before the push, so not fitted at it for the first time.
+            let slow_fitted = e.candidates().iter().filter(|c| c.ready).count() == 3;
+            if !e.push_deferred(v) || !slow_fitted {
                 continue;
             }
             let before: Vec<_> = [ModelKind::HoltWinters, ModelKind::Mstl]
@@ -954,9 +973,6 @@ mod tests {
             let after: Vec<_> = [ModelKind::HoltWinters, ModelKind::Mstl]
                 .map(|k| e.candidate_forecast(k, 6, 0.9).map(|f| f.point).ok())
                 .to_vec();
-            if before.iter().any(Option::is_none) {
-                continue;
-            }
             if e.refits.is_multiple_of(e.config.slow_refit_every as u64) {
                 assert_ne!(before, after, "a slow refit refits them");
                 refitted += 1;
