@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prescale_dataflows::event_time::{Arrival, EventTimeSettings, PartitionClock};
 use prescale_dataflows::features::{self, FeatureSettings, WindowCounters};
@@ -194,10 +195,11 @@ fn run_stage(batched: bool) -> (Vec<ForecastRow>, [u64; 3]) {
                 while probe.less_than(&next) {
                     worker.step();
                 }
-                // At most one refit due per series: as many activations drain
-                // them; the rest find nothing to do.
-                for _ in 0..SERIES + 4 {
-                    worker.step();
+                // Idle time: the stage runs the due refits one activation at
+                // a time (the first after a short yield to the operators
+                // downstream).
+                while counters.waiting.get() > 0 {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
                 }
             }
         }

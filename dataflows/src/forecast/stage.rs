@@ -38,6 +38,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -161,7 +162,18 @@ pub struct RefitCounters {
     /// The most refits one activation ran from the queue (the design says
     /// one; forced refits are not counted here).
     pub most_idle_in_one_activation: Rc<Cell<u64>>,
+    /// Entries in the queue after the last activation (an entry whose
+    /// refit was forced counts until it comes up and is skipped).
+    pub waiting: Rc<Cell<u64>>,
 }
+
+/// Wall time the operator leaves to the rest of the worker after it emitted
+/// forecasts, before its next refit. Timely runs a worker's activated
+/// operators in dataflow order, so an immediate re-activation would run a
+/// fit before the decide stage and the sinks downstream had the forecasts
+/// just emitted. Only latency depends on it: the install point of a refit
+/// is fixed in event time.
+const YIELD_AFTER_EMIT: Duration = Duration::from_millis(1);
 
 struct SeriesForecaster {
     ensemble: Ensemble,
@@ -314,8 +326,13 @@ pub fn forecasts_counted<'scope>(
             counters.idle.set(counters.idle.get() + ran);
             let most = &counters.most_idle_in_one_activation;
             most.set(most.get().max(ran));
+            counters.waiting.set(due.len() as u64);
             if !due.is_empty() {
-                activator.activate();
+                if emitted {
+                    activator.activate_after(YIELD_AFTER_EMIT);
+                } else {
+                    activator.activate();
+                }
             }
         }
     })
