@@ -23,13 +23,18 @@
 //!
 //! # Deferred refits
 //!
-//! [`Ensemble::push_deferred`] splits a scheduled refit out of the push, so
-//! that a caller serving many series (the dataflow's forecast stage) can
-//! run each series' refit on its own, between other work, instead of all
-//! of them inside one push round. A push that hits the schedule then does
-//! step 3 as between refits (updates, and fits a newly eligible candidate)
-//! and marks the refit *due*; [`Ensemble::run_due_refit`] runs it later on the retained
-//! history, which still ends with the value that made it due. The install
+//! [`Ensemble::push_deferred`] splits the fits out of the push, so that a
+//! caller serving many series (the dataflow's forecast stage) can run each
+//! series' fits on their own, between other work, instead of all of them
+//! inside one push round (thousands of series started together also reach
+//! two days of history, and fit their seasonal models, at the same step).
+//! The push only updates the fitted candidates and marks *due* the
+//! scheduled refit it hits, or the first fit of a candidate that has just
+//! reached its minimum history; [`Ensemble::run_due_refit`] runs it later
+//! on the retained history, which still ends with the value that made it
+//! due. (A first fit runs in the push when no candidate is fitted yet, so
+//! that a new series' forecast never waits: that is last value's, which
+//! costs nothing.) The install
 //! point is fixed by the series, not by when the caller gets round to it:
 //! the next push runs a refit still due before it takes its value. The
 //! refit then makes the scoring paths of that value again from the refitted
@@ -296,6 +301,8 @@ pub struct Ensemble {
     /// A scheduled refit was deferred by [`Ensemble::push_deferred`] and
     /// has not run yet.
     refit_due: bool,
+    /// First fits of newly eligible candidates were deferred likewise.
+    fits_due: bool,
     scale_sum: f64,
     scale_count: usize,
     /// Leads whose errors feed the calibrators.
@@ -346,6 +353,7 @@ impl Ensemble {
             since_refit: 0,
             refits: 0,
             refit_due: false,
+            fits_due: false,
             scale_sum: 0.0,
             scale_count: 0,
         })
@@ -393,21 +401,27 @@ impl Ensemble {
             for c in &mut self.candidates {
                 c.fitted_at_due = c.model.is_fitted();
             }
-            // As between refits, a newly eligible candidate is fitted at once
-            // (and again by the refit): a new series' first schedule may come
-            // before any candidate is fitted, and its forecast must not wait.
-            self.update_all(value);
-        } else {
-            self.update_all(value);
+        }
+        if self.update_fitted(value) {
+            if !self.candidates.iter().any(|c| c.model.is_fitted()) {
+                // Nothing could forecast this value without the fit (a new
+                // series): it runs now, as the forecast must not wait. Only
+                // last value is this young, and its fit costs nothing.
+                self.first_fits();
+            } else if !self.refit_due {
+                // (A due refit fits every candidate anyway.)
+                self.fits_due = true;
+            }
         }
         self.forecast_for_scoring(index);
-        self.refit_due
+        self.refit_due()
     }
 
-    /// Whether a scheduled refit deferred by [`Ensemble::push_deferred`] is
-    /// still to run.
+    /// Whether a scheduled refit, or a first fit of a candidate that just
+    /// reached its minimum history, was deferred by
+    /// [`Ensemble::push_deferred`] and is still to run.
     pub fn refit_due(&self) -> bool {
-        self.refit_due
+        self.refit_due || self.fits_due
     }
 
     /// Shifts the refit schedule by `phase` steps. The dataflow gives every
@@ -417,15 +431,23 @@ impl Ensemble {
         self.since_refit = phase % self.config.refit_every.max(1);
     }
 
-    /// Runs the scheduled refit that [`Ensemble::push_deferred`] left due,
-    /// if any; returns whether it ran. Every candidate is refitted, except a
+    /// Runs what [`Ensemble::push_deferred`] left due, if anything; returns
+    /// whether it ran. A scheduled refit refits every candidate, except a
     /// fitted slow model between its own, less frequent refits, which the
-    /// push already updated with the value.
+    /// push already updated with the value; otherwise the candidates that
+    /// just reached their minimum history get their first fit.
     pub fn run_due_refit(&mut self) -> bool {
+        if self.fits_due && !self.refit_due {
+            self.fits_due = false;
+            self.first_fits();
+            self.remake_last_paths();
+            return true;
+        }
         if !self.refit_due {
             return false;
         }
         self.refit_due = false;
+        self.fits_due = false;
         self.refits += 1;
         let every = self.config.slow_refit_every.max(1) as u64;
         let skip_slow = !self.refits.is_multiple_of(every);
@@ -439,9 +461,15 @@ impl Ensemble {
             c.tried_since_refit = false;
             c.last_error = c.model.fit(history).err();
         }
-        // The push made its scoring paths before the refit; the refitted
-        // models make them again, so the state is that of a refit at push.
-        // No value arrived since, so those paths are unscored.
+        self.remake_last_paths();
+        true
+    }
+
+    /// The push made the scoring paths of its value before the deferred
+    /// fits; the models as they now are make them again, so the state is
+    /// that of fits at the push. No value arrived since, so those paths are
+    /// unscored.
+    fn remake_last_paths(&mut self) {
         let origin = self.seen.saturating_sub(1);
         for c in &mut self.candidates {
             while c.pending.back().is_some_and(|p| p.origin == origin) {
@@ -449,7 +477,6 @@ impl Ensemble {
             }
         }
         self.forecast_for_scoring(origin);
-        true
     }
 
     /// Refits every candidate now on the retained history and restarts the
@@ -458,6 +485,7 @@ impl Ensemble {
     pub fn refit_all(&mut self) {
         self.since_refit = 0;
         self.refit_due = false;
+        self.fits_due = false;
         self.recompute_scale();
         let history = self.history.make_contiguous();
         for c in &mut self.candidates {
@@ -540,7 +568,10 @@ impl Ensemble {
         if self.scale_count > 0 && s > 0.0 && s.is_finite() { s } else { 1.0 }
     }
 
-    fn update_all(&mut self, value: f64) {
+    /// Updates the fitted candidates with the value; returns whether one
+    /// that is not fitted has reached its minimum history and awaits
+    /// [`Ensemble::first_fits`].
+    fn update_fitted(&mut self, value: f64) -> bool {
         let len = self.history.len();
         let mut needs_fit = false;
         for c in &mut self.candidates {
@@ -550,13 +581,19 @@ impl Ensemble {
                 needs_fit = true;
             }
         }
-        if needs_fit {
-            let history = self.history.make_contiguous();
-            for c in &mut self.candidates {
-                if !c.model.is_fitted() && !c.tried_since_refit && len >= c.model.min_history() {
-                    c.tried_since_refit = true;
-                    c.last_error = c.model.fit(history).err();
-                }
+        needs_fit
+    }
+
+    /// Fits, once per refit period, every candidate that is not fitted and
+    /// has its minimum history, so that a new deployment gets a model as
+    /// soon as it has the data.
+    fn first_fits(&mut self) {
+        let len = self.history.len();
+        let history = self.history.make_contiguous();
+        for c in &mut self.candidates {
+            if !c.model.is_fitted() && !c.tried_since_refit && len >= c.model.min_history() {
+                c.tried_since_refit = true;
+                c.last_error = c.model.fit(history).err();
             }
         }
     }
@@ -901,12 +938,13 @@ mod tests {
         let mut deferred = Ensemble::new(config).expect("valid config");
         sync.stagger_refits(5);
         deferred.stagger_refits(5);
-        let (mut compared, mut with_slow, mut forced) = (0, 0, 0);
+        let (mut compared, mut with_slow, mut forced, mut first_fits) = (0, 0, 0, 0);
         for (i, &v) in y.iter().enumerate() {
             sync.push(v);
             let was_due = deferred.refit_due();
             let due = deferred.push_deferred(v);
             forced += usize::from(was_due);
+            first_fits += usize::from(deferred.fits_due);
             // Half the due refits run at once, the others are left for the
             // next push to run.
             if due && (i / 12) % 2 == 0 {
@@ -930,6 +968,7 @@ mod tests {
             with_slow += usize::from(ready(ModelKind::HoltWinters) && ready(ModelKind::Mstl));
         }
         assert!(forced > 0 && compared > y.len() / 2, "forced {forced}, compared {compared}");
+        assert!(first_fits > 0, "the seasonal models' first fits were deferred too");
         assert!(with_slow > s.day / 2, "slow models compared at {with_slow} steps");
         assert!(sync.refits > 6, "slow models skipped and refitted: {} refits", sync.refits);
     }

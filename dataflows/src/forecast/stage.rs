@@ -15,13 +15,14 @@
 //! 10,000 deployments and hourly refits of 5-minute windows some 830
 //! series come due at each close, about 9 ms each: seconds in which a
 //! worker running them in line would do nothing else. So the stage pushes
-//! with [`Ensemble::push_deferred`]: a push that hits the schedule only
-//! updates the models, the forecast of that window leaves at once (from
-//! the models updated with its value), and the series joins a queue of due
-//! refits. After the forecasts of the closed windows, each activation of
-//! the operator runs **one** due refit and, while more remain, asks timely
-//! to activate it again, so the decide stage and the ingest loop run
-//! between two fits.
+//! with [`Ensemble::push_deferred`]: a push that hits the schedule updates
+//! the models as between refits, the forecast of that window leaves at
+//! once (from the models updated with its value), and the series joins a
+//! queue of due refits. An activation that emitted forecasts runs none and
+//! asks to be activated again after 1 ms of wall time (`YIELD_AFTER_EMIT`),
+//! so that the decide stage has them first; every other activation runs
+//! **one** due refit and, while more remain, asks timely to activate it
+//! again, so the decide stage and the ingest loop run between two fits.
 //!
 //! The install point is fixed in event time, not by how busy the worker
 //! was: a refit made due by the window ending at `T` is installed before
@@ -151,7 +152,9 @@ pub struct ForecastRow {
     pub note: Option<String>,
 }
 
-/// How the stage's due refits ran, for tests and the job summary.
+/// How the stage's due refits ran, for tests and the job summary. A
+/// refit here is what [`Ensemble::run_due_refit`] runs: a scheduled refit,
+/// or the first fit of models that just reached their minimum history.
 #[derive(Clone, Default, Debug)]
 pub struct RefitCounters {
     /// Refits run from the queue, one per activation of the operator.
