@@ -34,14 +34,14 @@
 //! on the retained history, which still ends with the value that made it
 //! due. (A first fit runs in the push when no candidate is fitted yet, so
 //! that a new series' forecast never waits: that is last value's, which
-//! costs nothing.) The install
-//! point is fixed by the series, not by when the caller gets round to it:
-//! the next push runs a refit still due before it takes its value. The
-//! refit then makes the scoring paths of that value again from the refitted
-//! models, so once it has run the ensemble is bit for bit what
-//! [`Ensemble::push`], which runs the refit at once, would have made; only
-//! a forecast asked for between the push and the refit differs, coming from
-//! the models updated with the value rather than refitted on it.
+//! costs nothing.) The install point is fixed by the series, not by when
+//! the caller gets round to it: the next push runs a refit still due
+//! before it takes its value. The refit then makes the scoring paths of
+//! that value again from the refitted models, so once it has run the
+//! ensemble is bit for bit what [`Ensemble::push`], which runs the fits at
+//! once, would have made; only a forecast asked for between the push and
+//! the refit differs, coming from the models updated with the value rather
+//! than fitted on it.
 //!
 //! [`Ensemble::forecast`] then returns the forecast of the candidate with the
 //! lowest *recent error*: the mean of its last
@@ -374,17 +374,18 @@ impl Ensemble {
         self.history.len()
     }
 
-    /// Takes the next value of the series (see the module docs), running a
-    /// scheduled refit at once.
+    /// Takes the next value of the series (see the module docs), running
+    /// its refit or first fits at once.
     pub fn push(&mut self, value: f64) {
         self.push_deferred(value);
         self.run_due_refit();
     }
 
     /// Takes the next value of the series like [`Ensemble::push`], but a
-    /// scheduled refit it hits is left due for [`Ensemble::run_due_refit`]
-    /// (see "Deferred refits" in the module docs); returns whether one is
-    /// due. A refit still due from the previous push runs first.
+    /// scheduled refit it hits, or a first fit, is left due for
+    /// [`Ensemble::run_due_refit`] (see "Deferred refits" in the module
+    /// docs); returns whether one is due. One still due from the previous
+    /// push runs first.
     pub fn push_deferred(&mut self, value: f64) -> bool {
         // The install point of a deferred refit is before the next value,
         // whenever the caller found time for it: results never depend on it.
