@@ -152,7 +152,8 @@ pub struct ForecastRow {
     pub note: Option<String>,
 }
 
-/// How the stage's due refits ran, for tests and the job summary. A
+/// How the stage's due refits ran (read by tests; the host does not export
+/// them yet). A
 /// refit here is what [`Ensemble::run_due_refit`] runs: a scheduled refit,
 /// or the first fit of models that just reached their minimum history.
 #[derive(Clone, Default, Debug)]
