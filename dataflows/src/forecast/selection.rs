@@ -21,6 +21,28 @@
 //!    seasonal models the moment it has two days of data;
 //! 4. **forecasts** a new scoring path from every fitted candidate.
 //!
+//! # Deferred refits
+//!
+//! [`Ensemble::push_deferred`] splits the fits out of the push, so that a
+//! caller serving many series (the dataflow's forecast stage) can run each
+//! series' fits on their own, between other work, instead of all of them
+//! inside one push round (thousands of series started together also reach
+//! two days of history, and fit their seasonal models, at the same step).
+//! The push only updates the fitted candidates and marks *due* the
+//! scheduled refit it hits, or the first fit of a candidate that has just
+//! reached its minimum history; [`Ensemble::run_due_refit`] runs it later
+//! on the retained history, which still ends with the value that made it
+//! due. (A first fit runs in the push when no candidate is fitted yet, so
+//! that a new series' forecast never waits: that is last value's, which
+//! costs nothing.) The install point is fixed by the series, not by when
+//! the caller gets round to it: the next push runs a refit still due
+//! before it takes its value. The refit then makes the scoring paths of
+//! that value again from the refitted models, so once it has run the
+//! ensemble is bit for bit what [`Ensemble::push`], which runs the fits at
+//! once, would have made; only a forecast asked for between the push and
+//! the refit differs, coming from the models updated with the value rather
+//! than fitted on it.
+//!
 //! [`Ensemble::forecast`] then returns the forecast of the candidate with the
 //! lowest *recent error*: the mean of its last
 //! [`EnsembleConfig::error_window`] path scores divided by the series' scale,
@@ -263,6 +285,10 @@ struct Candidate {
     last_error: Option<Error>,
     /// Tried to fit off schedule since the last scheduled refit.
     tried_since_refit: bool,
+    /// Was fitted when the push that made the due refit updated it: the
+    /// refit then decides as it would have at the push, even if the update
+    /// unfitted the model (MSTL does when it cannot extend its path).
+    fitted_at_due: bool,
     pending: VecDeque<Pending>,
     scores: VecDeque<f64>,
 }
@@ -277,6 +303,11 @@ pub struct Ensemble {
     since_refit: usize,
     /// Scheduled refits so far.
     refits: u64,
+    /// A scheduled refit was deferred by [`Ensemble::push_deferred`] and
+    /// has not run yet.
+    refit_due: bool,
+    /// First fits of newly eligible candidates were deferred likewise.
+    fits_due: bool,
     scale_sum: f64,
     scale_count: usize,
     /// Leads whose errors feed the calibrators.
@@ -310,6 +341,7 @@ impl Ensemble {
                 calibrator: Calibrator::new(config.calibration_window),
                 last_error: None,
                 tried_since_refit: false,
+                fitted_at_due: false,
                 pending: VecDeque::with_capacity(config.score_horizon + 1),
                 scores: VecDeque::with_capacity(config.error_window),
             })
@@ -325,6 +357,8 @@ impl Ensemble {
             seen: 0,
             since_refit: 0,
             refits: 0,
+            refit_due: false,
+            fits_due: false,
             scale_sum: 0.0,
             scale_count: 0,
         })
@@ -345,8 +379,22 @@ impl Ensemble {
         self.history.len()
     }
 
-    /// Takes the next value of the series (see the module docs).
+    /// Takes the next value of the series (see the module docs), running
+    /// its refit or first fits at once.
     pub fn push(&mut self, value: f64) {
+        self.push_deferred(value);
+        self.run_due_refit();
+    }
+
+    /// Takes the next value of the series like [`Ensemble::push`], but a
+    /// scheduled refit it hits, or a first fit, is left due for
+    /// [`Ensemble::run_due_refit`] (see "Deferred refits" in the module
+    /// docs); returns whether one is due. One still due from the previous
+    /// push runs first.
+    pub fn push_deferred(&mut self, value: f64) -> bool {
+        // The install point of a deferred refit is before the next value,
+        // whenever the caller found time for it: results never depend on it.
+        self.run_due_refit();
         let value = clean(value);
         let index = self.seen;
         self.seen += 1;
@@ -354,11 +402,32 @@ impl Ensemble {
         self.retain(value);
         self.since_refit += 1;
         if self.since_refit >= self.config.refit_every {
-            self.scheduled_refit(value);
-        } else {
-            self.update_all(value);
+            self.since_refit = 0;
+            self.refit_due = true;
+            for c in &mut self.candidates {
+                c.fitted_at_due = c.model.is_fitted();
+            }
+        }
+        if self.update_fitted(value) {
+            if !self.candidates.iter().any(|c| c.model.is_fitted()) {
+                // Nothing could forecast this value without the fit (a new
+                // series): it runs now, as the forecast must not wait. Only
+                // last value is this young, and its fit costs nothing.
+                self.first_fits();
+            } else if !self.refit_due {
+                // (A due refit fits every candidate anyway.)
+                self.fits_due = true;
+            }
         }
         self.forecast_for_scoring(index);
+        self.refit_due()
+    }
+
+    /// Whether a scheduled refit, or a first fit of a candidate that just
+    /// reached its minimum history, was deferred by
+    /// [`Ensemble::push_deferred`] and is still to run.
+    pub fn refit_due(&self) -> bool {
+        self.refit_due || self.fits_due
     }
 
     /// Shifts the refit schedule by `phase` steps. The dataflow gives every
@@ -368,30 +437,61 @@ impl Ensemble {
         self.since_refit = phase % self.config.refit_every.max(1);
     }
 
-    /// The refit the schedule asks for: every candidate, except a fitted
-    /// slow model between its own, less frequent refits, which is updated.
-    fn scheduled_refit(&mut self, value: f64) {
+    /// Runs what [`Ensemble::push_deferred`] left due, if anything; returns
+    /// whether it ran. A scheduled refit refits every candidate, except a
+    /// fitted slow model between its own, less frequent refits, which the
+    /// push already updated with the value; otherwise the candidates that
+    /// just reached their minimum history get their first fit.
+    pub fn run_due_refit(&mut self) -> bool {
+        if self.fits_due && !self.refit_due {
+            self.fits_due = false;
+            self.first_fits();
+            self.remake_last_paths();
+            return true;
+        }
+        if !self.refit_due {
+            return false;
+        }
+        self.refit_due = false;
+        self.fits_due = false;
         self.refits += 1;
         let every = self.config.slow_refit_every.max(1) as u64;
         let skip_slow = !self.refits.is_multiple_of(every);
-        self.since_refit = 0;
         self.recompute_scale();
         let history = self.history.make_contiguous();
         for c in &mut self.candidates {
             let slow = matches!(c.model.kind(), ModelKind::Mstl | ModelKind::HoltWinters);
-            if skip_slow && slow && c.model.is_fitted() {
-                c.model.update(value);
+            if skip_slow && slow && c.fitted_at_due {
                 continue;
             }
             c.tried_since_refit = false;
             c.last_error = c.model.fit(history).err();
         }
+        self.remake_last_paths();
+        true
+    }
+
+    /// The push made the scoring paths of its value before the deferred
+    /// fits; the models as they now are make them again, so the state is
+    /// that of fits at the push. No value arrived since, so those paths are
+    /// unscored.
+    fn remake_last_paths(&mut self) {
+        let origin = self.seen.saturating_sub(1);
+        for c in &mut self.candidates {
+            while c.pending.back().is_some_and(|p| p.origin == origin) {
+                c.pending.pop_back();
+            }
+        }
+        self.forecast_for_scoring(origin);
     }
 
     /// Refits every candidate now on the retained history and restarts the
-    /// refit schedule (for instance after a restore from a checkpoint).
+    /// refit schedule (for instance after a restore from a checkpoint). It
+    /// stands in for a refit that was due.
     pub fn refit_all(&mut self) {
         self.since_refit = 0;
+        self.refit_due = false;
+        self.fits_due = false;
         self.recompute_scale();
         let history = self.history.make_contiguous();
         for c in &mut self.candidates {
@@ -474,7 +574,10 @@ impl Ensemble {
         if self.scale_count > 0 && s > 0.0 && s.is_finite() { s } else { 1.0 }
     }
 
-    fn update_all(&mut self, value: f64) {
+    /// Updates the fitted candidates with the value; returns whether one
+    /// that is not fitted has reached its minimum history and awaits
+    /// [`Ensemble::first_fits`].
+    fn update_fitted(&mut self, value: f64) -> bool {
         let len = self.history.len();
         let mut needs_fit = false;
         for c in &mut self.candidates {
@@ -484,13 +587,19 @@ impl Ensemble {
                 needs_fit = true;
             }
         }
-        if needs_fit {
-            let history = self.history.make_contiguous();
-            for c in &mut self.candidates {
-                if !c.model.is_fitted() && !c.tried_since_refit && len >= c.model.min_history() {
-                    c.tried_since_refit = true;
-                    c.last_error = c.model.fit(history).err();
-                }
+        needs_fit
+    }
+
+    /// Fits, once per refit period, every candidate that is not fitted and
+    /// has its minimum history, so that a new deployment gets a model as
+    /// soon as it has the data.
+    fn first_fits(&mut self) {
+        let len = self.history.len();
+        let history = self.history.make_contiguous();
+        for c in &mut self.candidates {
+            if !c.model.is_fitted() && !c.tried_since_refit && len >= c.model.min_history() {
+                c.tried_since_refit = true;
+                c.last_error = c.model.fit(history).err();
             }
         }
     }
@@ -797,6 +906,129 @@ mod tests {
         let first = run();
         assert!(!first.is_empty());
         assert_eq!(first, run());
+    }
+
+    /// Every candidate's forecast (with calibrated intervals) and recent
+    /// error, and the selected forecast, as bits.
+    fn state_bits(e: &Ensemble) -> Vec<u64> {
+        let mut out = Vec::new();
+        for kind in ModelKind::ALL {
+            if let Ok(f) = e.candidate_forecast(kind, 6, 0.9) {
+                out.extend(f.point.iter().chain(&f.lower).chain(&f.upper).map(|v| v.to_bits()));
+            }
+            out.push(e.recent_error(kind).map_or(u64::MAX, f64::to_bits));
+        }
+        if let Ok(f) = e.forecast(6, 0.9) {
+            out.push(f.recent_error.to_bits());
+            out.extend(f.forecast.point.iter().map(|v| v.to_bits()));
+        }
+        out
+    }
+
+    fn noisy_sine(s: &Seasons, days: usize) -> Vec<f64> {
+        daily_sine(s, days * s.day, 2.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| if i % 89 == 0 { f64::NAN } else { v })
+            .collect()
+    }
+
+    #[test]
+    fn deferred_refit_leaves_the_state_of_a_refit_at_push() {
+        let s = seasons();
+        let y = noisy_sine(&s, 3);
+        let mut config = EnsembleConfig::for_seasons(&s);
+        config.refit_every = 12;
+        config.score_horizon = 6;
+        let mut sync = Ensemble::new(config.clone()).expect("valid config");
+        let mut deferred = Ensemble::new(config).expect("valid config");
+        sync.stagger_refits(5);
+        deferred.stagger_refits(5);
+        let (mut compared, mut with_slow, mut forced, mut first_fits) = (0, 0, 0, 0);
+        for (i, &v) in y.iter().enumerate() {
+            sync.push(v);
+            let was_due = deferred.refit_due();
+            let due = deferred.push_deferred(v);
+            forced += usize::from(was_due);
+            first_fits += usize::from(deferred.fits_due);
+            // Half the due refits run at once, the others are left for the
+            // next push to run.
+            if due && (i / 12) % 2 == 0 {
+                assert!(deferred.run_due_refit());
+                assert!(!deferred.run_due_refit(), "a refit runs once");
+            }
+            if deferred.refit_due() {
+                continue;
+            }
+            assert_eq!(state_bits(&sync), state_bits(&deferred), "step {i}");
+            // The newest scoring paths come from the models as they are now:
+            // after a refit, from the refitted ones.
+            for c in deferred.candidates.iter().filter(|c| c.model.is_fitted()) {
+                let newest = c.pending.back().expect("a fitted candidate made a path");
+                assert_eq!(newest.origin, deferred.seen - 1, "step {i}");
+                let now = c.model.predict(6, deferred.config.reference_level).expect("fitted");
+                assert_eq!(newest.forecast.point, now.point, "{} at step {i}", c.model.kind());
+            }
+            compared += 1;
+            let ready = |k| sync.candidates().iter().any(|c| c.kind == k && c.ready);
+            with_slow += usize::from(ready(ModelKind::HoltWinters) && ready(ModelKind::Mstl));
+        }
+        assert!(forced > 0 && compared > y.len() / 2, "forced {forced}, compared {compared}");
+        assert!(first_fits > 0, "the seasonal models' first fits were deferred too");
+        assert!(with_slow > s.day / 2, "slow models compared at {with_slow} steps");
+        assert!(sync.refits > 6, "slow models skipped and refitted: {} refits", sync.refits);
+    }
+
+    #[test]
+    fn a_new_series_forecasts_when_its_first_push_makes_a_refit_due() {
+        let mut config = EnsembleConfig::for_seasons(&seasons());
+        config.refit_every = 12;
+        let mut e = Ensemble::new(config).expect("valid config");
+        e.stagger_refits(10);
+        let mut lazy = Ensemble::new(e.config().clone()).expect("valid config");
+        lazy.stagger_refits(10);
+        // Last value needs two values: none is fitted before the second.
+        assert!(!e.push_deferred(4.0));
+        assert!(e.push_deferred(5.0), "the second push hits the schedule");
+        lazy.push(4.0);
+        lazy.push(5.0);
+        let deferred = e.forecast(1, 0.9).expect("last value fitted at the push");
+        assert_eq!(deferred.forecast.point, lazy.forecast(1, 0.9).expect("refitted").forecast.point);
+    }
+
+    #[test]
+    fn deferred_refit_does_not_update_slow_models_twice() {
+        let s = seasons();
+        let mut config = EnsembleConfig::for_seasons(&s);
+        config.candidates = vec![ModelKind::LastValue, ModelKind::HoltWinters, ModelKind::Mstl];
+        config.refit_every = 12;
+        config.score_horizon = 6;
+        let mut e = Ensemble::new(config).expect("valid config");
+        let (mut skipped, mut refitted) = (0, 0);
+        for v in noisy_sine(&s, 3) {
+            // Fitted before the push, so not fitted at it for the first time.
+            let slow_fitted = e.candidates().iter().filter(|c| c.ready).count() == 3;
+            if !e.push_deferred(v) || !slow_fitted {
+                continue;
+            }
+            let before: Vec<_> = [ModelKind::HoltWinters, ModelKind::Mstl]
+                .map(|k| e.candidate_forecast(k, 6, 0.9).map(|f| f.point).ok())
+                .to_vec();
+            assert!(e.run_due_refit());
+            let after: Vec<_> = [ModelKind::HoltWinters, ModelKind::Mstl]
+                .map(|k| e.candidate_forecast(k, 6, 0.9).map(|f| f.point).ok())
+                .to_vec();
+            if e.refits.is_multiple_of(e.config.slow_refit_every as u64) {
+                assert_ne!(before, after, "a slow refit refits them");
+                refitted += 1;
+            } else {
+                // Updated with the value at the push; another update would
+                // move their forecast origin one step on.
+                assert_eq!(before, after, "refit {}", e.refits);
+                skipped += 1;
+            }
+        }
+        assert!(skipped >= 10 && refitted >= 2, "skipped {skipped}, refitted {refitted}");
     }
 
     #[test]

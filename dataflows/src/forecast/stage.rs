@@ -6,12 +6,40 @@
 //! final. Closed windows are pushed, in event-time order, into the series'
 //! [`Ensemble`] (missing steps as gaps), and the selected model's forecast
 //! leaves as a [`ForecastRow`] at the window's end. Series stay on the
-//! worker the window operator chose by their stable hash, and every series
-//! refits on its own
-//! phase of the schedule, so a refit holds up the stream for one series'
-//! fit at a time, not all of them at once.
+//! worker the window operator chose by their stable hash, so the fits of
+//! many deployments are spread over the workers by deployment key.
+//!
+//! # Refits never hold up the stream for more than one series' fit
+//!
+//! Every series refits on its own phase of the schedule, and yet with
+//! 10,000 deployments and hourly refits of 5-minute windows some 830
+//! series come due at each close, about 9 ms each: seconds in which a
+//! worker running them in line would do nothing else. So the stage pushes
+//! with [`Ensemble::push_deferred`]: a push that hits the schedule updates
+//! the models as between refits, the forecast of that window leaves at
+//! once (from the models updated with its value), and the series joins a
+//! queue of due refits. An activation that emitted forecasts runs none and
+//! asks to be activated again after 1 ms of wall time (`YIELD_AFTER_EMIT`),
+//! so that the decide stage has them first; every other activation runs
+//! **one** due refit and, while more remain, asks timely to activate it
+//! again, so the decide stage and the ingest loop run between two fits.
+//!
+//! The install point is fixed in event time, not by how busy the worker
+//! was: a refit made due by the window ending at `T` is installed before
+//! the series' window ending at `T + step` is pushed. Normally idle
+//! activations have run it long before; if not, the close of that next
+//! window runs it first. Either way the models that forecast `T + step`
+//! are the same, so forecasts are bit for bit the same with 1 or 4 workers
+//! and whatever the wall-clock timing. The queue is in the order the
+//! windows closed (window end, then series), a refit whose series is
+//! dropped or whose input has ended is discarded, and [`RefitCounters`]
+//! tell how many ran in idle activations and how many were forced by the
+//! next window.
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -124,6 +152,33 @@ pub struct ForecastRow {
     pub note: Option<String>,
 }
 
+/// How the stage's due refits ran (read by tests; the host does not export
+/// them yet). A
+/// refit here is what [`Ensemble::run_due_refit`] runs: a scheduled refit,
+/// or the first fit of models that just reached their minimum history.
+#[derive(Clone, Default, Debug)]
+pub struct RefitCounters {
+    /// Refits run from the queue, one per activation of the operator.
+    pub idle: Rc<Cell<u64>>,
+    /// Refits still due when the series' next window closed, and so run
+    /// before it was pushed: the worker was behind.
+    pub forced: Rc<Cell<u64>>,
+    /// The most refits one activation ran from the queue (the design says
+    /// one; forced refits are not counted here).
+    pub most_idle_in_one_activation: Rc<Cell<u64>>,
+    /// Entries in the queue after the last activation (an entry whose
+    /// refit was forced counts until it comes up and is skipped).
+    pub waiting: Rc<Cell<u64>>,
+}
+
+/// Wall time the operator leaves to the rest of the worker after it emitted
+/// forecasts, before its next refit. Timely runs a worker's activated
+/// operators in dataflow order, so an immediate re-activation would run a
+/// fit before the decide stage and the sinks downstream had the forecasts
+/// just emitted. Only latency depends on it: the install point of a refit
+/// is fixed in event time.
+const YIELD_AFTER_EMIT: Duration = Duration::from_millis(1);
+
 struct SeriesForecaster {
     ensemble: Ensemble,
     last_end: Option<Millis>,
@@ -136,7 +191,17 @@ pub fn forecasts<'scope>(
     rows: StreamVec<'scope, Millis, FeatureRow>,
     settings: &ForecastSettings,
 ) -> StreamVec<'scope, Millis, ForecastRow> {
+    forecasts_counted(rows, settings, RefitCounters::default())
+}
+
+/// [`forecasts`], counting how the refits ran into `counters`.
+pub fn forecasts_counted<'scope>(
+    rows: StreamVec<'scope, Millis, FeatureRow>,
+    settings: &ForecastSettings,
+    counters: RefitCounters,
+) -> StreamVec<'scope, Millis, ForecastRow> {
     let settings = settings.clone();
+    let scope = rows.scope();
     let step_secs = settings.step / SECOND;
     let horizon = settings.steps(settings.horizon);
     let refit_every = settings.steps(settings.refit_every);
@@ -145,11 +210,16 @@ pub fn forecasts<'scope>(
     // Tumbling rows are already on the worker that owns their series (the
     // window operator exchanged partials by the same hash), so they stay
     // where they are: no exchange, and no serialization of rows.
-    rows.unary_frontier::<CapacityContainerBuilder<Vec<ForecastRow>>, _, _, _>(Pipeline, "Forecast", move |_, _| {
+    rows.unary_frontier::<CapacityContainerBuilder<Vec<ForecastRow>>, _, _, _>(Pipeline, "Forecast", move |_, info| {
+        let activator = scope.activator_for(info.address);
         let mut series: FxHashMap<Series, SeriesForecaster> = FxHashMap::default();
         // Window end → a capability to emit there, and the series with a
         // window ending there.
         let mut closing: BTreeMap<Millis, (Capability<Millis>, Vec<Series>)> = BTreeMap::new();
+        // Series with a refit due, in the order their windows closed. An
+        // entry whose refit already ran (forced by the next window) or whose
+        // series was dropped is skipped when it comes up.
+        let mut due: VecDeque<Series> = VecDeque::new();
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 for batch in data {
@@ -183,6 +253,7 @@ pub fn forecasts<'scope>(
                 }
             });
             let limit = frontier.frontier().first().copied();
+            let mut emitted = false;
             while let Some(entry) = closing.first_entry() {
                 if limit.is_some_and(|f| *entry.key() >= f) {
                     break;
@@ -190,6 +261,7 @@ pub fn forecasts<'scope>(
                 let end = *entry.key();
                 let (cap, mut closed) = entry.remove();
                 closed.sort();
+                emitted = true;
                 let mut session = output.session(&cap);
                 for s in closed {
                     let Some(state) = series.get_mut(&s) else { continue };
@@ -197,17 +269,27 @@ pub fn forecasts<'scope>(
                     if let Some(last) = state.last_end {
                         let missing = end.saturating_sub(last) / settings.step;
                         if missing > state.ensemble.config().max_history as u64 {
+                            // A refit still due goes with the old models.
                             if let Ok(fresh) = Ensemble::new(state.ensemble.config().clone()) {
                                 state.ensemble = fresh;
                             }
                         } else {
+                            // `push_deferred` would run it too; here it is
+                            // counted.
+                            if state.ensemble.run_due_refit() {
+                                counters.forced.set(counters.forced.get() + 1);
+                            }
+                            // Gaps refit in line: no forecast is made between
+                            // them, and the next value is their install point.
                             for _ in 1..missing {
                                 state.ensemble.push(f64::NAN);
                             }
                         }
                     }
                     state.last_end = Some(end);
-                    state.ensemble.push(value);
+                    if state.ensemble.push_deferred(value) {
+                        due.push_back(s.clone());
+                    }
                     if let Ok(selected) = state.ensemble.forecast(horizon, settings.level) {
                         session.give(ForecastRow {
                             series: s.key().clone(),
@@ -229,6 +311,32 @@ pub fn forecasts<'scope>(
             // deleted or renamed): drop its models, bounding memory under churn.
             if let Some(f) = limit {
                 series.retain(|_, s| !s.pending.is_empty() || s.last_end.is_some_and(|e| e + 7 * 24 * HOUR > f));
+            }
+            if limit.is_none() {
+                // The input is exhausted: no window will install them.
+                due.clear();
+            }
+            // One refit per activation, so that other operators run between
+            // fits; timely activates the operator again while some are due.
+            // Not in an activation that emitted: its forecasts leave when it
+            // returns, and the decide stage should not wait for a fit.
+            let mut ran = 0;
+            while !emitted && let Some(s) = due.pop_front() {
+                if series.get_mut(&s).is_some_and(|state| state.ensemble.run_due_refit()) {
+                    ran += 1;
+                    break;
+                }
+            }
+            counters.idle.set(counters.idle.get() + ran);
+            let most = &counters.most_idle_in_one_activation;
+            most.set(most.get().max(ran));
+            counters.waiting.set(due.len() as u64);
+            if !due.is_empty() {
+                if emitted {
+                    activator.activate_after(YIELD_AFTER_EMIT);
+                } else {
+                    activator.activate();
+                }
             }
         }
     })
