@@ -101,7 +101,7 @@ pub struct BacktestArgs {
     #[arg(long, default_value_t = 0.005)]
     pub budget: f64,
     /// The interval level whose upper bound prescale sizes for (0 = the
-    /// point forecast; default: the forecast's 0.9).
+    /// point forecast; default 0.6, about the forecast's 80th percentile).
     #[arg(long)]
     pub level: Option<f64>,
     /// Target utilisations swept for equal service: FROM:TO:STEP.

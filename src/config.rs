@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prescale_dataflows::decide::{
-    Behavior, DecideSettings, FallbackSpec, Mode, PolicyKind, ScalerSpec, ScalingPolicy, ScalingRules, SelectPolicy,
+    Behavior, DEFAULT_LEVEL, DecideSettings, FallbackSpec, Mode, PolicyKind, ScalerSpec, ScalingPolicy, ScalingRules,
+    SelectPolicy,
 };
 use prescale_dataflows::decode::{DecodeOptions, Format};
 use prescale_dataflows::event_time::EventTimeSettings;
@@ -234,9 +235,8 @@ pub struct DecideConfig {
     /// Pod start-up lead time (default `120s`).
     pub startup: Option<String>,
     /// The level of the central interval whose upper bound replicas are
-    /// sized for, 0 (the point forecast) to below 1 (default: the
-    /// forecast's own level, `forecast.level`; see the README's
-    /// Decisions).
+    /// sized for, 0 (the point forecast) to below 1 (default 0.6, about
+    /// the forecast's 80th percentile; see the README's Decisions).
     pub level: Option<f64>,
     /// `Auto` (default) or `ForecastOnly`.
     pub mode: Option<Mode>,
@@ -693,7 +693,7 @@ fn decide_settings(c: &DecideConfig) -> Result<DecideSettings> {
         target_per_replica: c.target_per_replica.unwrap_or(1.0),
         horizon: duration("decide.horizon", c.horizon.as_deref(), "5m")?,
         startup: duration("decide.startup", c.startup.as_deref(), "120s")?,
-        level: c.level,
+        level: Some(c.level.unwrap_or(DEFAULT_LEVEL)),
         mode: c.mode.unwrap_or(Mode::Auto),
         behavior: Behavior {
             scale_up: rules("decide.scale_up", c.scale_up.as_ref(), defaults.scale_up)?,

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use prescale_dataflows::decide::{self, FallbackSpec, Reason, ScalerSpec, SpecUpdate};
+use prescale_dataflows::decide::{self, DEFAULT_LEVEL, FallbackSpec, Reason, ScalerSpec, SpecUpdate};
 use prescale_dataflows::decode::{DecodeOptions, Decoder, Format};
 use prescale_dataflows::event_time::{Arrival, EventTimeSettings, PartitionClock};
 use prescale_dataflows::features::{self, FeatureSettings, WindowCounters};
@@ -69,7 +69,7 @@ pub struct BacktestSettings {
     pub budget: f64,
     /// Target utilisations swept for equal service.
     pub sweep: Vec<f64>,
-    /// The interval level prescale sizes for (`None`: the forecast's).
+    /// The interval level prescale sizes for (default 0.6).
     pub level: Option<f64>,
     /// Scored from this far into the trace (default 7 d, at most half).
     pub warmup: Millis,
@@ -275,7 +275,7 @@ fn scaler_spec(step: Millis, capacity: f64, target: f64, max: u32, settings: &Ba
         // Decisions reach the cluster `LATENESS` after the window ends,
         // and pods are ready `startup` later.
         startup: settings.startup + LATENESS,
-        level: settings.level,
+        level: Some(settings.level.unwrap_or(DEFAULT_LEVEL)),
         fallback: FallbackSpec {
             stale_after: patience,
             max_gap: patience,

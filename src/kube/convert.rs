@@ -10,7 +10,8 @@
 //! which the watcher reports in the resource's `Ready` condition.
 
 use prescale_dataflows::decide::{
-    Behavior, FallbackSpec, Mode, PolicyKind, ScalerSpec, ScalingPolicy, ScalingRules, SelectPolicy, SpecUpdate,
+    Behavior, DEFAULT_LEVEL, FallbackSpec, Mode, PolicyKind, ScalerSpec, ScalingPolicy, ScalingRules, SelectPolicy,
+    SpecUpdate,
 };
 use prescale_dataflows::decode::MAX_METRIC;
 use prescale_dataflows::record::SeriesKey;
@@ -108,7 +109,7 @@ pub fn scaler_spec(spec: &PredictiveScalerSpec) -> Result<ScalerSpec, SpecError>
         target_per_replica,
         horizon: u64::from(spec.forecast_horizon_minutes) * MINUTE,
         startup: u64::from(spec.startup_seconds.unwrap_or(120)) * SECOND,
-        level: spec.quantile,
+        level: Some(spec.quantile.unwrap_or(DEFAULT_LEVEL)),
         mode: match spec.mode {
             ScalerMode::Auto => Mode::Auto,
             ScalerMode::ForecastOnly => Mode::ForecastOnly,

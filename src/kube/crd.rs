@@ -76,10 +76,9 @@ pub struct PredictiveScalerSpec {
     #[schemars(range(max = 3600))]
     pub startup_seconds: Option<u32>,
     /// The level of the central prediction interval whose upper bound
-    /// replicas are sized for (0 to 0.999; 0 is the point forecast). Leave
-    /// it out to use the job's `forecast.level`; other levels are read off
-    /// that interval as if its shape were normal (0.6 sizes for about the
-    /// 80th percentile).
+    /// replicas are sized for (0 to 0.999; 0 is the point forecast; default
+    /// 0.6, about the 80th percentile). It is read off the interval the job
+    /// forecasts (`forecast.level`) as if its shape were normal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 0.999))]
     pub quantile: Option<f64>,
