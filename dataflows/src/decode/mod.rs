@@ -10,7 +10,7 @@
 //! [`deployment`] derives a deployment from labels or a pod name. Every
 //! decoder takes any bytes without panicking: what it cannot use becomes a
 //! rejection naming the field. Values are validated here once for all
-//! formats ([`Decoder::validate`]): finite, non-negative, at most
+//! formats (`validate`): finite, non-negative, at most
 //! `max_value`.
 
 pub mod adapter;
