@@ -14,7 +14,7 @@
 //! scale again, so a decision that waited (the rate limit, retries through
 //! an apiserver outage) is written from the cluster as it is then: from the
 //! current count, under the current mode, and held to the current
-//! `minReplicas`/`maxReplicas` ([`within_bounds`]).
+//! `minReplicas`/`maxReplicas` (`within_bounds`).
 //!
 //! Per target (namespace/workload), at most one write is in flight: a task
 //! per busy target takes the latest pending decision of each scaler, so a
