@@ -9,6 +9,8 @@
 //! interval over those steps, and never below the reactive floor
 //! `ceil(load now / target per replica)`, which is what an HPA would ask.
 
+use std::cell::Cell;
+
 use super::behavior::{Bound, History};
 use super::{Decision, FallbackReason, LoadReading, Reason, ScalerSpec, UsedForecast};
 use crate::forecast::normal_z;
@@ -50,6 +52,10 @@ pub struct Scaler {
     flagged: Option<(Millis, String)>,
     /// A slow average of the pods reporting in recent readings.
     pods_level: Option<f64>,
+    /// The last sizing computed: (spec level, forecast level) → share of
+    /// the interval. Normal quantiles cost far more than the rest of a
+    /// decision, and both levels rarely change.
+    sizing_cache: Cell<Option<(f64, f64, f64, f64)>>,
 }
 
 /// What is wrong with one forecast's input, if anything.
@@ -73,6 +79,7 @@ impl Scaler {
             cadence: None,
             flagged: None,
             pods_level: None,
+            sizing_cache: Cell::new(None),
         }
     }
 
@@ -443,6 +450,19 @@ impl Scaler {
     /// forecast's interval (from the point to the upper bound) that
     /// level's upper bound lies at (see [`ScalerSpec::level`]).
     fn sizing(&self, forecast_level: f64) -> (f64, f64) {
+        let asked = self.spec.level.unwrap_or(f64::NAN);
+        if let Some((a, f, level, width)) = self.sizing_cache.get()
+            && a.to_bits() == asked.to_bits()
+            && f.to_bits() == forecast_level.to_bits()
+        {
+            return (level, width);
+        }
+        let (level, width) = self.compute_sizing(forecast_level);
+        self.sizing_cache.set(Some((asked, forecast_level, level, width)));
+        (level, width)
+    }
+
+    fn compute_sizing(&self, forecast_level: f64) -> (f64, f64) {
         match self.spec.level {
             Some(level) if level != forecast_level => {
                 let z = |l: f64| if l <= 0.0 { Some(0.0) } else { normal_z(l).ok() };
