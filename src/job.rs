@@ -473,6 +473,7 @@ fn run_worker(
 
     let counters = WindowCounters::default();
     let row_counts = Rc::new(RowCounts::default());
+    let refits = stage::RefitCounters::default();
     let observed = metrics::global();
     let local = worker.index() % settings.cluster.workers.max(1);
     // Built on every worker at the same point, as timely requires.
@@ -489,10 +490,11 @@ fn run_worker(
         let rows =
             features::features(partials, &settings.features, counters.clone()).inspect(move |row| counts.count(row));
         let counts = Rc::clone(&row_counts);
-        let forecasts = stage::forecasts(rows.clone(), &settings.forecast).inspect(move |row| {
-            counts.forecasts.set(counts.forecasts.get() + 1);
-            observed.forecast(row);
-        });
+        let forecasts =
+            stage::forecasts_counted(rows.clone(), &settings.forecast, refits.clone()).inspect(move |row| {
+                counts.forecasts.set(counts.forecasts.get() + 1);
+                observed.forecast(row);
+            });
         let counts = Rc::clone(&row_counts);
         let readings = decide::readings(rows.clone(), settings.decide.reactive_width, settings.forecast.signal);
         let flags = quality::flags(rejected.clone());
@@ -556,6 +558,7 @@ fn run_worker(
         publisher.input_advanced(frontier.unwrap_or(Millis::MAX));
         if frontier.is_some() && publisher.due(Instant::now()) {
             publisher.publish(&row_counts.observed(&counters), probe.with_frontier(|f| f.first().copied()));
+            publisher.publish_refits(&refits);
         }
     };
 
@@ -581,6 +584,7 @@ fn run_worker(
         worker.step_or_park(Some(PARK));
     }
     publisher.publish(&row_counts.observed(&counters), None);
+    publisher.publish_refits(&refits);
     heartbeat.stop();
     for f in &files {
         f.borrow_mut().finish()?;

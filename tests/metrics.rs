@@ -183,6 +183,12 @@ fn every_listed_metric_is_scraped_and_the_counts_add_up() {
     assert_eq!(total(&scraped, "prescale_decision_latency_seconds_count", ""), decisions);
     let within_13s = total(&scraped, "prescale_decision_latency_seconds_bucket", "le=\"+Inf\"");
     assert_eq!(within_13s, decisions);
+    // A day of event time refits every series' models every hour; at the
+    // end no refit is left waiting (the input's end discards them).
+    assert!(total(&scraped, "prescale_refits_total", "") > 0.0);
+    for worker in ["0", "1"] {
+        assert_eq!(total(&scraped, "prescale_refits_waiting", &format!("worker=\"{worker}\"")), 0.0);
+    }
     for worker in ["0", "1"] {
         let frontier = total(&scraped, "prescale_worker_frontier_seconds", &format!("worker=\"{worker}\""));
         // The generator starts on 2026-01-05; its frontier is past that.

@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prescale_dataflows::decide::{Decision, FallbackReason, Reason};
-use prescale_dataflows::forecast::stage::ForecastRow;
+use prescale_dataflows::forecast::stage::{ForecastRow, RefitCounters};
 use prescale_dataflows::record::RejectReason;
 use prescale_dataflows::time::Millis;
 use prometheus_client::metrics::counter::Counter;
@@ -63,6 +63,8 @@ pub struct Metrics {
     kubernetes_errors: Counters,
     kafka_errors: Counters,
     decision_latency: Histogram,
+    refits: Counters,
+    refits_waiting: Gauges,
     /// Readiness and liveness, read by `/readyz` and `/healthz`.
     pub health: health::Health,
     /// When each local worker's input frontier passed each time.
@@ -109,6 +111,13 @@ impl Metrics {
         let scale_writes = counters("prescale_scale_writes", "What the Kubernetes sink did with decisions, by outcome");
         let kubernetes_errors = counters("prescale_kubernetes_errors", "Failed Kubernetes API calls, by kind");
         let kafka_errors = counters("prescale_kafka_errors", "Kafka client errors, by kind");
+        let refits = counters(
+            "prescale_refits",
+            "Forecast model refits, by how they ran: idle (one per activation between window closes) or forced (still due when the series' next window closed: the worker was behind)",
+        );
+        for how in ["idle", "forced"] {
+            refits.get_or_create_owned(&vec![("how", how.to_owned())]);
+        }
         let forecasts = Counter::default();
         // Series created at zero, so that a scrape lists every family from
         // the start (an absent series and a zero are not the same to an
@@ -149,6 +158,12 @@ impl Metrics {
             "Recent out-of-sample MASE of the model that made each forecast, by model",
             forecast_error.clone(),
         );
+        let refits_waiting = Gauges::default();
+        registry.register(
+            "prescale_refits_waiting",
+            "Series of each worker with a forecast refit due and not yet run",
+            refits_waiting.clone(),
+        );
         let decision_latency = Histogram::new(latency_buckets());
         registry.register(
             "prescale_decision_latency_seconds",
@@ -158,6 +173,8 @@ impl Metrics {
         );
         Metrics {
             registry,
+            refits,
+            refits_waiting,
             records_in,
             records_used,
             records_corrected,
@@ -292,6 +309,8 @@ pub struct WorkerMetrics {
     worker: String,
     local: usize,
     published: WorkerStats,
+    /// Refits run idle and forced, as last published.
+    published_refits: (u64, u64),
     last: Option<Instant>,
 }
 
@@ -301,12 +320,14 @@ impl WorkerMetrics {
     pub fn new(metrics: &'static Metrics, source: &str, index: usize, local: usize) -> Self {
         metrics.register_source(source);
         metrics.worker_frontier.get_or_create_owned(&vec![("worker", index.to_string())]);
+        metrics.refits_waiting.get_or_create_owned(&vec![("worker", index.to_string())]);
         WorkerMetrics {
             metrics,
             source: source.to_owned(),
             worker: index.to_string(),
             local,
             published: WorkerStats::default(),
+            published_refits: (0, 0),
             last: None,
         }
     }
@@ -320,6 +341,20 @@ impl WorkerMetrics {
     /// Whether [`PUBLISH_EVERY`] has passed since the last publication.
     pub fn due(&self, now: Instant) -> bool {
         self.last.is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY)
+    }
+
+    /// Publishes how the worker's forecast stage ran its refits so far.
+    pub fn publish_refits(&mut self, refits: &RefitCounters) {
+        let (idle, forced) = (refits.idle.get(), refits.forced.get());
+        let (idle_before, forced_before) = self.published_refits;
+        let m = self.metrics;
+        for (how, now, before) in [("idle", idle, idle_before), ("forced", forced, forced_before)] {
+            if now > before {
+                m.refits.get_or_create(&vec![("how", how.to_owned())]).inc_by(now - before);
+            }
+        }
+        self.published_refits = (idle, forced);
+        m.refits_waiting.get_or_create(&vec![("worker", self.worker.clone())]).set(refits.waiting.get() as f64);
     }
 
     /// Publishes the worker's counts, the process' watermark (from the
