@@ -557,6 +557,8 @@ pub struct Backtest {
     pub target_utilization: f64,
     /// The budget.
     pub budget: f64,
+    /// The interval level prescale sized for.
+    pub level: f64,
 }
 
 /// How the policies are simulated on a series.
@@ -718,8 +720,12 @@ pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
         tick: 15 * SECOND,
         latency: LatencyModel::default(),
     };
-    let mut backtest =
-        Backtest { target_utilization: settings.target_utilization, budget: settings.budget, ..Backtest::default() };
+    let mut backtest = Backtest {
+        target_utilization: settings.target_utilization,
+        budget: settings.budget,
+        level: settings.level.unwrap_or(DEFAULT_LEVEL),
+        ..Backtest::default()
+    };
     let mut last_note = Instant::now();
     for (i, ((s, capacity), d)) in series.iter().zip(decisions).enumerate() {
         if last_note.elapsed().as_secs() >= 3 {

@@ -118,11 +118,13 @@ fn gap(hpa: f64, prescale: f64, oracle: f64) -> Option<f64> {
     (hpa - oracle > 1e-9).then(|| (hpa - prescale) / (hpa - oracle))
 }
 
-/// The JSON document: `{"results", "equal_service", "headlines"}`.
+/// The JSON document: `{"results", "equal_service", "headlines"}`, with
+/// the settings that shape them.
 pub fn json(b: &Backtest) -> serde_json::Value {
     serde_json::json!({
         "target_utilization": b.target_utilization,
         "budget_fraction": b.budget,
+        "level": b.level,
         "results": b.results,
         "equal_service": b.equal_service,
         "headlines": headlines(b),
