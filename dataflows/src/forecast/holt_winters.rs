@@ -38,7 +38,9 @@
 //! from a month-long average would be too wide in quiet periods and too
 //! narrow in busy ones.
 
-use super::{Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, ew_variance, normal_z};
+use super::{
+    Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, completes_shift, ew_variance, normal_z,
+};
 
 /// Settings of the Holt–Winters model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -209,15 +211,8 @@ impl State {
         if rules.shift_after == 0 || self.errors_seen < self.season.len() || !self.var.is_finite() {
             return;
         }
-        let large = e * e > rules.shift_z * rules.shift_z * self.var;
-        self.run = match (large, e > 0.0) {
-            (false, _) => 0,
-            (true, true) => self.run.max(0) + 1,
-            (true, false) => self.run.min(0) - 1,
-        };
-        if self.run.unsigned_abs() >= rules.shift_after as u64 {
+        if completes_shift(&mut self.run, e, self.var, rules.shift_z, rules.shift_after) {
             self.level += (1.0 - p.alpha) * e;
-            self.run = 0;
         }
     }
 

@@ -417,6 +417,25 @@ pub(crate) fn ew_variance(var: f64, e: f64, weight: f64, level: f64, warm: bool)
     var + weight * (e2 - var)
 }
 
+/// The level-shift rule of the smoothing models: `run` counts consecutive
+/// one-step errors beyond `z` standard deviations (`var` is the variance
+/// before this error), signed by their side; `after` of them on one side
+/// are a level shift. Returns whether `e` completed a shift (the run
+/// starts again); the caller then moves its level onto the last value.
+pub(crate) fn completes_shift(run: &mut i64, e: f64, var: f64, z: f64, after: usize) -> bool {
+    let large = e * e > z * z * var;
+    *run = match (large, e > 0.0) {
+        (false, _) => 0,
+        (true, true) => (*run).max(0) + 1,
+        (true, false) => (*run).min(0) - 1,
+    };
+    if run.unsigned_abs() >= after as u64 {
+        *run = 0;
+        return true;
+    }
+    false
+}
+
 /// Checks an interval level.
 pub(crate) fn check_level(level: f64) -> Result<()> {
     if level > 0.0 && level < 1.0 { Ok(()) } else { Err(Error::InvalidLevel(level)) }

@@ -33,7 +33,9 @@
 //!
 //! **Missing values** leave the level where it is.
 
-use super::{Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, ew_variance, normal_z};
+use super::{
+    Error, Forecast, Model, ModelKind, Result, Seasons, check_level, clean, completes_shift, ew_variance, normal_z,
+};
 
 /// Settings of the exponential smoothing model.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,15 +135,8 @@ impl Ses {
         if after == 0 || state.errors_seen < self.config.min_history || state.var.is_nan() || state.var <= 0.0 {
             return;
         }
-        let large = e * e > z * z * state.var;
-        state.run = match (large, e > 0.0) {
-            (false, _) => 0,
-            (true, true) => state.run.max(0) + 1,
-            (true, false) => state.run.min(0) - 1,
-        };
-        if state.run.unsigned_abs() >= after as u64 {
+        if completes_shift(&mut state.run, e, state.var, z, after) {
             state.level += (1.0 - alpha) * e;
-            state.run = 0;
         }
     }
 }

@@ -220,6 +220,8 @@ pub fn forecasts_counted<'scope>(
         // entry whose refit already ran (forced by the next window) or whose
         // series was dropped is skipped when it comes up.
         let mut due: VecDeque<Series> = VecDeque::new();
+        // The frontier at which idle series were last dropped.
+        let mut retained_at: Option<Millis> = None;
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 for batch in data {
@@ -309,7 +311,13 @@ pub fn forecasts_counted<'scope>(
             }
             // A series without a window for a week is gone (its deployment
             // deleted or renamed): drop its models, bounding memory under churn.
-            if let Some(f) = limit {
+            // Only when the frontier moved: activations that run one refit
+            // each come by the hundreds between two advances, and nothing
+            // can go stale without one.
+            if let Some(f) = limit
+                && retained_at != Some(f)
+            {
+                retained_at = Some(f);
                 series.retain(|_, s| !s.pending.is_empty() || s.last_end.is_some_and(|e| e + 7 * 24 * HOUR > f));
             }
             if limit.is_none() {
