@@ -498,7 +498,7 @@ pub fn replicas_for(load: f64, target: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{Behavior, FallbackSpec, ScalingRules, SelectPolicy};
+    use crate::decide::{Behavior, FallbackSpec, PolicyKind, ScalingPolicy, ScalingRules, SelectPolicy};
     use crate::time::MINUTE;
 
     fn spec() -> ScalerSpec {
@@ -589,8 +589,16 @@ mod tests {
     fn scale_up_is_rate_limited() {
         let mut s = Scaler::new(spec());
         assert_eq!(s.on_forecast("ps", &row(0, 20.0, 20.0, 0.0)).desired, 2);
+        // The default allows +100% or +4 pods per 15 s: 20 periods since the
+        // last decision allow far more than the 19 wanted.
+        assert_eq!(s.on_forecast("ps", &row(5, 20.0, 190.0, 0.0)).desired, 19);
+        // 4 pods per 10 minutes: half a period since the last decision
+        // still allows one period's change.
+        let mut b = Behavior::default();
+        b.scale_up.policies = vec![ScalingPolicy { kind: PolicyKind::Pods, value: 4, period: 10 * MINUTE }];
+        let mut s = Scaler::new(ScalerSpec { behavior: b, ..spec() });
+        assert_eq!(s.on_forecast("ps", &row(0, 20.0, 20.0, 0.0)).desired, 2);
         let d = s.on_forecast("ps", &row(5, 20.0, 190.0, 0.0));
-        // The default allows +100% or +4 pods per 15 s: 2 → 6.
         assert_eq!((d.desired, d.reason), (6, Reason::RateLimited));
     }
 
