@@ -119,8 +119,16 @@ impl Scaler {
             // origin, but a stale clock must not rewind the state.
             self.last_origin = prev_origin;
         }
-        let load_trusted =
-            !matches!(verdict.as_ref().map(|v| v.reason), Some(FallbackReason::OutOfRange | FallbackReason::Jump));
+        // A load that jumped down is not believed: scaling down on a unit
+        // change or a broken exporter would take capacity away. One that
+        // jumped up may be either, or a real burst: it is believed as far
+        // as the reactive floor (what an HPA would ask), while the jump
+        // holds the scaler in fallback, never lower, until it has settled.
+        let load_trusted = match verdict.as_ref().map(|v| v.reason) {
+            Some(FallbackReason::OutOfRange) => false,
+            Some(FallbackReason::Jump) => self.level.is_some_and(|l| load > l),
+            _ => true,
+        };
         // A lasting new level is learnt within a few forecasts, and the
         // hold below keeps the scaler in fallback until the input has been
         // healthy for `recover_after`.
@@ -235,12 +243,14 @@ impl Scaler {
     /// Without a healthy forecast (or while held in fallback) it only
     /// scales up to the floor, as an HPA would within a sync period. Says
     /// nothing before the first forecast, when the reading is not
-    /// believable, or when the count does not change.
+    /// believable (out of range, or a jump down), or when the count does
+    /// not change.
     pub fn on_load(&mut self, scaler: &str, reading: &LoadReading) -> Option<Decision> {
         let current = self.current?;
         let f = &self.spec.fallback;
         let load = reading.load;
-        let believable = load.is_finite() && load >= 0.0 && f.max_load.is_none_or(|m| load <= m) && !self.jumps(load);
+        let in_range = load.is_finite() && load >= 0.0 && f.max_load.is_none_or(|m| load <= m);
+        let believable = in_range && !(self.jumps(load) && self.level.is_some_and(|l| load < l));
         if !believable {
             return None;
         }
@@ -742,7 +752,28 @@ mod tests {
         assert!(s.on_load("ps", &reading(2, 50.0)).is_none(), "already enough");
         let d = s.on_load("ps", &reading(3, 75.0)).unwrap_or_else(|| panic!("a scale-up"));
         assert_eq!((d.current, d.desired, d.reason), (5, 8, Reason::ReactiveFloor));
-        assert!(s.on_load("ps", &reading(4, 1e9)).is_none(), "a jump is not believed");
+        // A jump up scales up as far as the floor (here, maxReplicas);
+        // a jump down is not believed.
+        let d = s.on_load("ps", &reading(4, 1e9)).unwrap_or_else(|| panic!("a scale-up"));
+        assert_eq!((d.desired, d.reason), (20, Reason::Max));
+        assert!(s.on_load("ps", &reading(5, 0.01)).is_none(), "a jump down is not believed");
+    }
+
+    /// Regression: a burst more than `max_change_factor` above the recent
+    /// level (Twitter volumes on the NAB trace) was judged a jump and
+    /// ignored, so the scaler held its count through the burst where an
+    /// HPA scaled up.
+    #[test]
+    fn a_burst_judged_a_jump_still_scales_up_to_the_reactive_floor() {
+        let mut s = Scaler::new(ScalerSpec { max_replicas: 500, ..spec() });
+        assert_eq!(s.on_forecast("ps", &row(0, 20.0, 20.0, 0.0)).desired, 2);
+        let d = s.on_forecast("ps", &row(5, 2500.0, 20.0, 0.0));
+        assert_eq!((d.desired, d.reason), (250, Reason::Fallback(FallbackReason::Jump)));
+        assert_eq!(d.reactive, Some(250));
+        // Back to the old level: held (stabilised) in fallback, not lower.
+        let d = s.on_forecast("ps", &row(10, 20.0, 20.0, 0.0));
+        assert!(matches!(d.reason, Reason::Fallback(_)), "{:?}", d.reason);
+        assert_eq!(d.desired, 250);
     }
 
     #[test]
