@@ -392,13 +392,15 @@ impl Scaler {
     }
 
     /// Whether `load` is off the recent level by more than the change
-    /// factor, up or down. Loads below one replica's target on both sides
-    /// are never a jump: near zero, ratios are noise, and no replica count
-    /// depends on them.
+    /// factor, up or down. Ratios are taken against at least what
+    /// `min_replicas` carry at their target: near zero they are noise (a
+    /// sparse count series goes from 0.01 to 1 all day), and no replica
+    /// count depends on loads that small.
     fn jumps(&self, load: f64) -> bool {
         let Some(level) = self.level else { return false };
         let factor = self.spec.fallback.max_change_factor;
-        load.max(level) >= self.spec.target_per_replica && (load > level * factor || load * factor < level)
+        let least = self.spec.target_per_replica * f64::from(self.spec.min_replicas.max(1));
+        load > level.max(least) * factor || (level >= least && load * factor < level)
     }
 
     fn judge(&self, row: &ForecastRow) -> Option<Verdict> {
@@ -757,6 +759,23 @@ mod tests {
         let d = s.on_load("ps", &reading(4, 1e9)).unwrap_or_else(|| panic!("a scale-up"));
         assert_eq!((d.desired, d.reason), (20, Reason::Max));
         assert!(s.on_load("ps", &reading(5, 0.01)).is_none(), "a jump down is not believed");
+    }
+
+    /// Regression: on sparse count series (tweets per 5 minutes on NAB,
+    /// mostly 0 at night) the hour-long level sinks near zero and every
+    /// count of a few was judged a jump: half of all decisions on some
+    /// series were held in fallback, never scaling down.
+    #[test]
+    fn a_sparse_count_series_is_not_a_jump_from_near_zero() {
+        let mut s = Scaler::new(ScalerSpec { min_replicas: 1, target_per_replica: 1.0, ..spec() });
+        for m in 0..24 {
+            s.on_forecast("ps", &row(5 * m, 0.0, 0.1, 0.1));
+        }
+        let d = s.on_forecast("ps", &row(120, 3.0, 0.1, 0.1));
+        assert_eq!((d.desired, d.reason), (3, Reason::ReactiveFloor));
+        // Far above what min_replicas carry, it is a jump.
+        let d = s.on_forecast("ps", &row(125, 500.0, 0.1, 0.1));
+        assert_eq!(d.reason, Reason::Fallback(FallbackReason::Jump));
     }
 
     /// Regression: a burst more than `max_change_factor` above the recent
