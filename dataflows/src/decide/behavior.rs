@@ -343,6 +343,18 @@ mod tests {
         }
     }
 
+    /// The docs' scale-down policies: 4 pods and 10% per 60 s.
+    fn docs_down_rules(select: SelectPolicy) -> Behavior {
+        let minute = 60 * SECOND;
+        down_rules(
+            vec![
+                ScalingPolicy { kind: PolicyKind::Pods, value: 4, period: minute },
+                ScalingPolicy { kind: PolicyKind::Percent, value: 10, period: minute },
+            ],
+            select,
+        )
+    }
+
     /// The Kubernetes docs' example: scale-down policies of 4 pods and 10%
     /// per 60 s with the default selectPolicy (Max), from 80 replicas toward
     /// 10: 8 pods go first (10% of 80), then 8 again (10% of 72 = 7.2,
@@ -350,13 +362,7 @@ mod tests {
     #[test]
     fn docs_example_scale_down_pods_and_percent() {
         let minute = 60 * SECOND;
-        let b = down_rules(
-            vec![
-                ScalingPolicy { kind: PolicyKind::Pods, value: 4, period: minute },
-                ScalingPolicy { kind: PolicyKind::Percent, value: 10, period: minute },
-            ],
-            SelectPolicy::Max,
-        );
+        let b = docs_down_rules(SelectPolicy::Max);
         let mut h = History::default();
         let (r1, bound) = h.normalize(&b, 0, 80, 10, 1, 100);
         assert_eq!((r1, bound), (72, Some(Bound::RateLimited)));
@@ -374,14 +380,7 @@ mod tests {
 
     #[test]
     fn select_min_takes_the_smallest_change() {
-        let minute = 60 * SECOND;
-        let b = down_rules(
-            vec![
-                ScalingPolicy { kind: PolicyKind::Pods, value: 4, period: minute },
-                ScalingPolicy { kind: PolicyKind::Percent, value: 10, period: minute },
-            ],
-            SelectPolicy::Min,
-        );
+        let b = docs_down_rules(SelectPolicy::Min);
         assert_eq!(History::default().normalize(&b, 0, 80, 10, 1, 100).0, 76);
     }
 
@@ -416,13 +415,7 @@ mod tests {
         // The docs' scale-down example, two minutes after the last
         // decision: 80 → 72 → 64 in one step.
         let minute = 60 * SECOND;
-        let down = down_rules(
-            vec![
-                ScalingPolicy { kind: PolicyKind::Pods, value: 4, period: minute },
-                ScalingPolicy { kind: PolicyKind::Percent, value: 10, period: minute },
-            ],
-            SelectPolicy::Max,
-        );
+        let down = docs_down_rules(SelectPolicy::Max);
         let mut h = History::default();
         h.normalize(&down, 0, 80, 80, 1, 100);
         assert_eq!(h.normalize(&down, 2 * minute, 80, 10, 1, 100), (64, Some(Bound::RateLimited)));
