@@ -257,8 +257,12 @@ fn stage_settings(step: Millis) -> (FeatureSettings, ForecastSettings) {
     (features, forecast)
 }
 
-/// The short windows the decide stage checks the reactive floor on.
-const REACTIVE_WIDTH: Millis = MINUTE;
+/// The short windows the decide stage checks the reactive floor on: the
+/// HPA's sync period and Prometheus' default scrape interval. With
+/// one-minute windows the floor acted on a surprise 15–30 s after the
+/// simulated HPA (which sees the load 60 s late), and the under-
+/// provisioning of every burst cost prescale headroom everywhere else.
+const REACTIVE_WIDTH: Millis = 15 * SECOND;
 /// The event-time lateness: a window closes this long after its end, so
 /// prescale's decisions reach the cluster this long after their time.
 const LATENESS: Millis = 30 * SECOND;
@@ -307,9 +311,10 @@ pub fn capacity_for(load: &Load, given: Option<f64>, slo: f64) -> f64 {
     if c > 0.0 && c.is_finite() { c } else { 1.0 }
 }
 
-/// Feeds this worker's series as one-minute samples: each step's value
-/// held for every minute of it, as a scrape of a steady load would report
-/// it. The reactive policies of the simulation see the same steps.
+/// Feeds this worker's series as one sample per reactive window (15 s):
+/// each step's value held for the whole step, as scrapes of a steady load
+/// would report it. The reactive policies of the simulation see the same
+/// steps.
 fn feed_trace(feed: &mut Feed<'_>, series: &[TraceSeries], step: Millis) {
     let (index, peers) = (feed.worker.index() as u64, feed.worker.peers() as u64);
     let sub = if step > REACTIVE_WIDTH && step.is_multiple_of(REACTIVE_WIDTH) { REACTIVE_WIDTH } else { step };
