@@ -214,16 +214,15 @@ impl History {
         let since = self.last.map(|t| now.saturating_sub(t));
         if desired > current {
             let limit =
-                self.scale_up_limit(&behavior.scale_up, now, since, current_i, i64::from(desired)).min(i64::from(max));
+                self.limit(&behavior.scale_up, now, since, current_i, i64::from(desired), true).min(i64::from(max));
             if i64::from(desired) > limit {
                 let limit = u32::try_from(limit.max(current_i)).unwrap_or(current);
                 let bound = if limit == max { Bound::Max } else { Bound::RateLimited };
                 return (limit, Some(bound));
             }
         } else if desired < current {
-            let limit = self
-                .scale_down_limit(&behavior.scale_down, now, since, current_i, i64::from(desired))
-                .max(i64::from(min));
+            let limit =
+                self.limit(&behavior.scale_down, now, since, current_i, i64::from(desired), false).max(i64::from(min));
             if i64::from(desired) < limit {
                 let limit = u32::try_from(limit.min(current_i)).unwrap_or(current);
                 let bound = if limit == min { Bound::Min } else { Bound::RateLimited };
@@ -242,26 +241,39 @@ impl History {
             .sum()
     }
 
-    fn scale_up_limit(
+    /// The furthest count the rules allow from `current` toward `desired`
+    /// (up or down): each policy's limit from the count at the start of
+    /// its period, applied once per period since the previous decision.
+    fn limit(
         &self,
         rules: &ScalingRules,
         now: Millis,
         since: Option<Millis>,
         current: i64,
         desired: i64,
+        up: bool,
     ) -> i64 {
         if rules.policies.is_empty() {
-            return i64::MAX;
+            return if up { i64::MAX } else { i64::MIN };
         }
+        let reached = |limit: i64| if up { limit >= desired } else { limit <= desired };
         let proposals = rules.policies.iter().map(|p| {
-            let mut limit = current - self.changed_within(now, p.period, true);
+            let changed = self.changed_within(now, p.period, up);
+            let mut limit = if up { current - changed } else { current + changed };
             let n = periods(since, p.period);
+            let value = i64::from(p.value);
             match p.kind {
-                PolicyKind::Pods => limit.saturating_add(i64::from(p.value).saturating_mul(n)),
+                PolicyKind::Pods if up => limit.saturating_add(value.saturating_mul(n)),
+                PolicyKind::Pods => limit.saturating_sub(value.saturating_mul(n)),
                 PolicyKind::Percent => {
                     for _ in 0..n.min(MAX_COMPOUNDED) {
-                        limit = ceil_percent(limit, 100 + i64::from(p.value));
-                        if limit >= desired {
+                        limit = if up {
+                            ceil_percent(limit, 100 + value)
+                        } else {
+                            // Truncates the count, rounding the pods removed up.
+                            limit * (100 - value.min(100)) / 100
+                        };
+                        if reached(limit) {
                             break;
                         }
                     }
@@ -269,46 +281,15 @@ impl History {
                 }
             }
         });
-        match rules.select {
-            SelectPolicy::Max => proposals.max().unwrap_or(current),
-            SelectPolicy::Min => proposals.min().unwrap_or(current),
-            SelectPolicy::Disabled => current,
-        }
-    }
-
-    fn scale_down_limit(
-        &self,
-        rules: &ScalingRules,
-        now: Millis,
-        since: Option<Millis>,
-        current: i64,
-        desired: i64,
-    ) -> i64 {
-        if rules.policies.is_empty() {
-            return i64::MIN;
-        }
-        let proposals = rules.policies.iter().map(|p| {
-            let mut limit = current + self.changed_within(now, p.period, false);
-            let n = periods(since, p.period);
-            match p.kind {
-                PolicyKind::Pods => limit.saturating_sub(i64::from(p.value).saturating_mul(n)),
-                PolicyKind::Percent => {
-                    for _ in 0..n.min(MAX_COMPOUNDED) {
-                        // Truncates the count, rounding the pods removed up.
-                        limit = limit * (100 - i64::from(p.value).min(100)) / 100;
-                        if limit <= desired {
-                            break;
-                        }
-                    }
-                    limit
-                }
-            }
+        // `Max` takes the policy allowing the most change: the highest
+        // limit up, the lowest down.
+        let (most, least) = proposals.fold((None, None), |(hi, lo): (Option<i64>, Option<i64>), l| {
+            (Some(hi.map_or(l, |h| h.max(l))), Some(lo.map_or(l, |m| m.min(l))))
         });
-        // The policy allowing the most change is the one with the fewest
-        // replicas left.
+        let (most, least) = if up { (most, least) } else { (least, most) };
         match rules.select {
-            SelectPolicy::Max => proposals.min().unwrap_or(current),
-            SelectPolicy::Min => proposals.max().unwrap_or(current),
+            SelectPolicy::Max => most.unwrap_or(current),
+            SelectPolicy::Min => least.unwrap_or(current),
             SelectPolicy::Disabled => current,
         }
     }
