@@ -132,7 +132,7 @@ impl Scaler {
         // A lasting new level is learnt within a few forecasts, and the
         // hold below keeps the scaler in fallback until the input has been
         // healthy for `recover_after`.
-        let in_range = load.is_finite() && load >= 0.0 && self.spec.fallback.max_load.is_none_or(|m| load <= m);
+        let in_range = self.in_range(load);
         if in_range {
             self.level = Some(self.level.map_or(load, |l| l + LEVEL_WEIGHT * (load - l)));
         }
@@ -247,10 +247,8 @@ impl Scaler {
     /// not change.
     pub fn on_load(&mut self, scaler: &str, reading: &LoadReading) -> Option<Decision> {
         let current = self.current?;
-        let f = &self.spec.fallback;
         let load = reading.load;
-        let in_range = load.is_finite() && load >= 0.0 && f.max_load.is_none_or(|m| load <= m);
-        let believable = in_range && !(self.jumps(load) && self.level.is_some_and(|l| load < l));
+        let believable = self.in_range(load) && !(self.jumps(load) && self.level.is_some_and(|l| load < l));
         if !believable {
             return None;
         }
@@ -391,6 +389,12 @@ impl Scaler {
         None
     }
 
+    /// Whether `load` is a load at all: finite, not negative, at most
+    /// `max_load`.
+    fn in_range(&self, load: f64) -> bool {
+        load.is_finite() && load >= 0.0 && self.spec.fallback.max_load.is_none_or(|m| load <= m)
+    }
+
     /// Whether `load` is off the recent level by more than the change
     /// factor, up or down. Ratios are taken against at least what
     /// `min_replicas` carry at their target: near zero they are noise (a
@@ -407,7 +411,7 @@ impl Scaler {
         let f = &self.spec.fallback;
         let load = row.actual;
         let verdict = |reason, detail: String| Some(Verdict { reason, detail });
-        if !load.is_finite() || load < 0.0 || f.max_load.is_some_and(|m| load > m) {
+        if !self.in_range(load) {
             return verdict(FallbackReason::OutOfRange, format!("load {load} outside [0, {:?}]", f.max_load));
         }
         if self.jumps(load) {
