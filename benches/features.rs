@@ -2,10 +2,14 @@
 //!
 //! The workload is the built-in generator with 1,000 deployments × 10 pods
 //! (one sample per pod every 15 s), 90 minutes of event time, generated
-//! before the measurement. Two cases, each with 1 and 2 workers:
-//! - `samples`: decoded samples through ingest, windows and lags;
+//! before the measurement. Three cases, each with 1 and 2 workers:
+//! - `samples`: decoded samples through ingest, windows and lags, with
+//!   the default feature settings;
+//! - `samples-1m-readings`: the same with one-minute windows for the
+//!   reactive floor (`tumbling = ["1m", "5m"]`, lags on both), the default
+//!   before 15-second readings: what the 15-second windows cost;
 //! - `adapter-json`: prometheus-kafka-adapter JSON lines decoded, then the
-//!   same dataflow.
+//!   default dataflow.
 //!
 //! Throughput is in samples per second for the whole job; divide by the
 //! workers for the per-worker figure the README reports.
@@ -88,10 +92,11 @@ fn count(parts: &[Partition]) -> u64 {
 }
 
 /// Runs the dataflow over the workload with `workers` threads.
-fn run(parts: &Arc<Vec<Partition>>, workers: usize) {
+fn run(parts: &Arc<Vec<Partition>>, workers: usize, features: &FeatureSettings) {
     let parts = Arc::clone(parts);
+    let features = features.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
-        let features = FeatureSettings::default();
+        let features = features.clone();
         let event_time = EventTimeSettings::default();
         let probe = ProbeHandle::new();
         let inputs = worker.dataflow::<Millis, _, _>(|scope| {
@@ -160,12 +165,22 @@ fn run(parts: &Arc<Vec<Partition>>, workers: usize) {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("features");
     group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(2));
-    for (name, json) in [("samples", false), ("adapter-json", true)] {
+    let one_minute_readings = FeatureSettings {
+        tumbling: vec![MINUTE, 5 * MINUTE],
+        lagged: vec![MINUTE, 5 * MINUTE],
+        ..FeatureSettings::default()
+    };
+    let cases = [
+        ("samples", false, FeatureSettings::default()),
+        ("samples-1m-readings", false, one_minute_readings),
+        ("adapter-json", true, FeatureSettings::default()),
+    ];
+    for (name, json, features) in cases {
         let parts = workload(json);
         group.throughput(Throughput::Elements(count(&parts)));
         for workers in [1, 2] {
             group.bench_with_input(BenchmarkId::new(name, format!("{workers}w")), &workers, |b, &w| {
-                b.iter(|| run(&parts, w))
+                b.iter(|| run(&parts, w, &features))
             });
         }
     }

@@ -14,9 +14,10 @@
 //! lateness = "30s"
 //!
 //! [features]
-//! tumbling = ["1m", "5m"]
+//! tumbling = ["15s", "5m"]
 //! sliding = [{ width = "30m", slide = "1m" }]
 //! lags = ["1h", "24h", "7d"]
+//! lagged = ["5m"]
 //!
 //! [sink]
 //! uri = "jsonl:decisions.jsonl"
@@ -33,7 +34,7 @@ use prescale_dataflows::decode::{DecodeOptions, Format};
 use prescale_dataflows::event_time::EventTimeSettings;
 use prescale_dataflows::features::{FeatureSettings, SlidingSpec};
 use prescale_dataflows::forecast::stage::{ForecastSettings, Signal};
-use prescale_dataflows::time::{Millis, parse_datetime, parse_duration};
+use prescale_dataflows::time::{MINUTE, Millis, parse_datetime, parse_duration};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -189,12 +190,19 @@ pub struct EventTimeConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeaturesConfig {
-    /// Tumbling window widths (default `["1m", "5m"]`).
+    /// Tumbling window widths (default `["15s", "5m"]`). The
+    /// shortest one below `forecast.step` is the reading the reactive
+    /// floor acts on between forecasts: 15 s is the HPA's sync period and
+    /// Prometheus' default scrape interval.
     pub tumbling: Option<Vec<String>>,
     /// Sliding windows (default `[{ width = "30m", slide = "1m" }]`).
     pub sliding: Option<Vec<SlidingConfig>>,
     /// Lags of the tumbling means (default `["1h", "24h", "7d"]`).
     pub lags: Option<Vec<String>>,
+    /// The tumbling widths that get lags (default: those of at least one
+    /// minute). A week of lags on 15-second windows would hold 40 320
+    /// means per series in the lag join, for rows no stage reads.
+    pub lagged: Option<Vec<String>>,
 }
 
 /// `[forecast]`.
@@ -549,10 +557,16 @@ impl Settings {
                 .collect::<Result<Vec<_>>>()?,
             None => FeatureSettings::default().sliding,
         };
+        let tumbling = durations("features.tumbling", f.tumbling.as_deref(), &["15s", "5m"])?;
+        let lagged = match &f.lagged {
+            Some(list) => durations("features.lagged", Some(list), &[])?,
+            None => tumbling.iter().copied().filter(|&w| w >= MINUTE).collect(),
+        };
         let features = FeatureSettings {
-            tumbling: durations("features.tumbling", f.tumbling.as_deref(), &["1m", "5m"])?,
+            tumbling,
             sliding,
             lags: durations("features.lags", f.lags.as_deref(), &["1h", "24h", "7d"])?,
+            lagged,
             lateness: event_time.lateness,
         }
         .validate()?;
@@ -836,6 +850,19 @@ mod tests {
         assert_eq!(s.sink, SinkSettings::Stdout);
         let SourceSettings::Generator(g) = s.source else { panic!("generator by default") };
         assert_eq!((g.deployments, g.pods, g.scrape_interval, g.duration), (20, 5, 15_000, 7 * 86_400_000));
+    }
+
+    #[test]
+    fn lags_go_to_the_tumbling_windows_of_a_minute_or_more_unless_told() {
+        let s = settings("[features]\ntumbling = [\"30s\", \"10m\"]\nlags = [\"1h\"]\n[forecast]\nstep = \"10m\"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.features.lagged, [10 * 60_000]);
+        assert_eq!(s.decide.reactive_width, Some(30_000));
+        let s = settings("[features]\ntumbling = [\"30s\", \"5m\"]\nlagged = [\"30s\", \"5m\"]")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.features.lagged, [30_000, 5 * 60_000]);
+        let e = settings("[features]\nlagged = [\"2m\"]").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("features.lagged"), "{e}");
     }
 
     #[test]

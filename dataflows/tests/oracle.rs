@@ -54,9 +54,11 @@ impl Rng {
 
 fn settings() -> FeatureSettings {
     FeatureSettings {
-        tumbling: vec![MINUTE, 5 * MINUTE],
+        // The 30 s windows get no lags, as the job's reactive windows.
+        tumbling: vec![30 * SECOND, MINUTE, 5 * MINUTE],
         sliding: vec![SlidingSpec { width: 10 * MINUTE, slide: MINUTE }],
         lags: vec![10 * MINUTE, 30 * MINUTE],
+        lagged: vec![MINUTE, 5 * MINUTE],
         lateness: LATENESS,
     }
 }
@@ -306,7 +308,7 @@ fn reference(input: &[Vec<Rec>]) -> (Vec<Canon>, u64) {
     // Lags: whenever the lagged mean visible to an existing window changes.
     for (&(ser, width, end), current) in &timelines {
         for &lag in &s.lags {
-            if lag % width != 0 || end < lag {
+            if !s.lagged.contains(&width) || lag % width != 0 || end < lag {
                 continue;
             }
             let Some(lagged) = timelines.get(&(ser, width, end - lag)) else { continue };

@@ -246,7 +246,7 @@ fn stage_settings(step: Millis) -> (FeatureSettings, ForecastSettings) {
     if step > REACTIVE_WIDTH {
         tumbling.insert(0, REACTIVE_WIDTH);
     }
-    let features = FeatureSettings { tumbling, sliding: vec![], lags: vec![], lateness: LATENESS };
+    let features = FeatureSettings { tumbling, sliding: vec![], lags: vec![], lagged: vec![], lateness: LATENESS };
     let forecast = ForecastSettings {
         step,
         horizon: (30 * MINUTE).max(3 * step),

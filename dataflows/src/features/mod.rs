@@ -47,12 +47,18 @@ pub struct SlidingSpec {
 /// Validated feature settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeatureSettings {
-    /// Tumbling window widths (default 1 min and 5 min).
+    /// Tumbling window widths (default 15 s and 5 min: the reactive
+    /// floor's reading and the forecast's step).
     pub tumbling: Vec<Millis>,
     /// Sliding windows (default 30 min every 1 min).
     pub sliding: Vec<SlidingSpec>,
     /// Lags of the tumbling window means (default 1 h, 24 h, 7 d).
     pub lags: Vec<Millis>,
+    /// The tumbling widths that get lag rows (default 5 min).
+    /// Short windows that feed the reactive floor would add as many
+    /// entries to the lag join as there are samples, for lag rows no
+    /// stage reads.
+    pub lagged: Vec<Millis>,
     /// Allowed lateness, the same as the event-time setting.
     pub lateness: Millis,
 }
@@ -60,9 +66,10 @@ pub struct FeatureSettings {
 impl Default for FeatureSettings {
     fn default() -> Self {
         FeatureSettings {
-            tumbling: vec![MINUTE, 5 * MINUTE],
+            tumbling: vec![15 * SECOND, 5 * MINUTE],
             sliding: vec![SlidingSpec { width: 30 * MINUTE, slide: MINUTE }],
             lags: vec![HOUR, DAY, 7 * DAY],
+            lagged: vec![5 * MINUTE],
             lateness: 30 * SECOND,
         }
     }
@@ -99,23 +106,26 @@ impl FeatureSettings {
                 return invalid("features.sliding", "more than 10000 slides per window".into());
             }
         }
+        if let Some(w) = self.lagged.iter().find(|w| !self.tumbling.contains(w)) {
+            return invalid("features.lagged", format!("{} is not one of the tumbling widths", format_duration(*w)));
+        }
         for &lag in &self.lags {
             if lag == 0 {
                 return invalid("features.lags", "a lag must be positive".into());
             }
-            if let Some(w) = self.tumbling.iter().find(|&&w| lag % w != 0) {
+            if let Some(w) = self.lagged.iter().find(|&&w| lag % w != 0) {
                 return invalid(
                     "features.lags",
                     format!(
-                        "lag {} is not a multiple of the tumbling width {}",
+                        "lag {} is not a multiple of the lagged tumbling width {}",
                         format_duration(lag),
                         format_duration(*w)
                     ),
                 );
             }
         }
-        if !self.lags.is_empty() && self.tumbling.is_empty() {
-            return invalid("features.lags", "lags need at least one tumbling window".into());
+        if !self.lags.is_empty() && self.lagged.is_empty() {
+            return invalid("features.lags", "lags need at least one lagged tumbling window".into());
         }
         Ok(self)
     }
@@ -132,7 +142,7 @@ impl FeatureSettings {
     /// is still being corrected.
     pub fn mean_retention(&self) -> Millis {
         let max_lag = self.lags.iter().copied().max().unwrap_or(0);
-        let max_width = self.tumbling.iter().copied().max().unwrap_or(0);
+        let max_width = self.lagged.iter().copied().max().unwrap_or(0);
         max_lag + max_width + self.lateness + self.pane()
     }
 }
@@ -159,10 +169,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid_and_use_one_minute_panes() {
+    fn defaults_are_valid_and_use_fifteen_second_panes() {
         let s = FeatureSettings::default().validate();
         assert!(s.is_ok());
-        assert_eq!(FeatureSettings::default().pane(), MINUTE);
+        assert_eq!(FeatureSettings::default().pane(), 15 * SECOND);
     }
 
     #[test]
@@ -176,5 +186,13 @@ mod tests {
         assert!(matches!(s.validate(), Err(Error::InvalidSetting { field: "features.sliding", .. })));
         let s = FeatureSettings { tumbling: vec![1500], ..FeatureSettings::default() };
         assert!(matches!(s.validate(), Err(Error::InvalidSetting { field: "features.tumbling", .. })));
+        let s = FeatureSettings { lagged: vec![30 * SECOND], ..FeatureSettings::default() };
+        assert!(matches!(s.validate(), Err(Error::InvalidSetting { field: "features.lagged", .. })));
+        // A lag need only be a multiple of the lagged widths.
+        let s = FeatureSettings { lags: vec![90 * SECOND], lagged: vec![15 * SECOND], ..FeatureSettings::default() };
+        assert!(s.validate().is_ok());
+        let s =
+            FeatureSettings { tumbling: vec![MINUTE, 5 * MINUTE], lagged: vec![MINUTE], ..FeatureSettings::default() };
+        assert!(s.validate().is_ok());
     }
 }

@@ -21,7 +21,8 @@
 //! batched by the scheduler.
 //!
 //! Alongside rows, the operator emits the updates of a differential
-//! collection of window means for the lag join ([`super::lags`]).
+//! collection of window means for the lag join ([`super::lags`]), for the
+//! tumbling widths that have lags (`FeatureSettings::lagged`).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,20 +69,27 @@ pub struct WindowCounters {
 /// One window shape: a tumbling width or a sliding (width, slide).
 #[derive(Clone, Copy, Debug)]
 enum Spec {
-    Tumbling { width: Millis },
-    Sliding { width: Millis, slide: Millis },
+    /// `lagged`: its means feed the lag join.
+    Tumbling {
+        width: Millis,
+        lagged: bool,
+    },
+    Sliding {
+        width: Millis,
+        slide: Millis,
+    },
 }
 
 impl Spec {
     fn width(self) -> Millis {
         match self {
-            Spec::Tumbling { width } | Spec::Sliding { width, .. } => width,
+            Spec::Tumbling { width, .. } | Spec::Sliding { width, .. } => width,
         }
     }
 
     fn step(self) -> Millis {
         match self {
-            Spec::Tumbling { width } => width,
+            Spec::Tumbling { width, .. } => width,
             Spec::Sliding { slide, .. } => slide,
         }
     }
@@ -281,7 +289,7 @@ impl State {
             let this_revision = *revision;
             *revision += 1;
             match spec {
-                Spec::Tumbling { width } => {
+                Spec::Tumbling { width, lagged } => {
                     let row = TumblingRow {
                         series: series.clone(),
                         width_s: width / 1000,
@@ -297,16 +305,18 @@ impl State {
                         hour_of_day: hour_of_day(start),
                         day_of_week: day_of_week(start),
                     };
-                    let key = (end, width, series.clone());
-                    let mean = row.avg.to_bits();
-                    out.push(WindowOutput::Mean(((key.clone(), mean), now, 1)));
-                    if this_revision > 0 {
-                        // Retract what the previous revision inserted.
-                        if let Some(prev) = state.previous_mean(spec_index, end) {
-                            out.push(WindowOutput::Mean(((key, prev), now, -1)));
+                    if lagged {
+                        let key = (end, width, series.clone());
+                        let mean = row.avg.to_bits();
+                        out.push(WindowOutput::Mean(((key.clone(), mean), now, 1)));
+                        if this_revision > 0 {
+                            // Retract what the previous revision inserted.
+                            if let Some(prev) = state.previous_mean(spec_index, end) {
+                                out.push(WindowOutput::Mean(((key, prev), now, -1)));
+                            }
                         }
+                        state.remember_mean(spec_index, end, mean);
                     }
-                    state.remember_mean(spec_index, end, mean);
                     out.push(WindowOutput::Row(FeatureRow::Tumbling(row)));
                 }
                 Spec::Sliding { width, slide } => {
@@ -352,7 +362,7 @@ impl State {
             s.panes = s.panes.split_off(&keep_panes_from);
             s.revisions.retain(|&(_, end), _| end > frontier);
             for ((spec, end), mean) in s.means.extract_if(.., |&(_, end), _| end <= frontier) {
-                if let Some(Spec::Tumbling { width }) = self.specs.get(spec) {
+                if let Some(Spec::Tumbling { width, .. }) = self.specs.get(spec) {
                     let key = (end, *width, s.series.clone());
                     self.expiries.entry(end + self.mean_retention).or_default().push((key, mean));
                 }
@@ -416,7 +426,9 @@ pub fn windows<'scope>(
     settings: &FeatureSettings,
     counters: WindowCounters,
 ) -> StreamVec<'scope, Millis, WindowOutput> {
-    let mut specs: Vec<Spec> = settings.tumbling.iter().map(|&width| Spec::Tumbling { width }).collect();
+    let lagged = |width| !settings.lags.is_empty() && settings.lagged.contains(&width);
+    let mut specs: Vec<Spec> =
+        settings.tumbling.iter().map(|&width| Spec::Tumbling { width, lagged: lagged(width) }).collect();
     specs.extend(settings.sliding.iter().map(|s| Spec::Sliding { width: s.width, slide: s.slide }));
     let max_width = specs.iter().map(|s| s.width()).max().unwrap_or(0);
     let mut state = State {
