@@ -244,7 +244,9 @@ pub struct DecideConfig {
     pub startup: Option<String>,
     /// The level of the central interval whose upper bound replicas are
     /// sized for, 0 (the point forecast) to below 1 (default 0.6, about
-    /// the forecast's 80th percentile; see the README's Decisions).
+    /// the forecast's 80th percentile; see the README's Decisions). The
+    /// forecast stage ranks its models by how well they would have sized
+    /// at this level.
     pub level: Option<f64>,
     /// `Auto` (default) or `ForecastOnly`.
     pub mode: Option<Mode>,
@@ -578,6 +580,8 @@ impl Settings {
             level: fc.level.unwrap_or(0.9),
             refit_every: duration("forecast.refit_every", fc.refit_every.as_deref(), "1h")?,
             signal: fc.signal.unwrap_or(Signal::Total),
+            // Forecasts are ranked for the default scaler's sizing level.
+            selection_level: config.decide.level.unwrap_or(DEFAULT_LEVEL),
         }
         .validate(&features.tumbling)?;
 
@@ -863,6 +867,16 @@ mod tests {
         assert_eq!(s.features.lagged, [30_000, 5 * 60_000]);
         let e = settings("[features]\nlagged = [\"2m\"]").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("features.lagged"), "{e}");
+    }
+
+    #[test]
+    fn forecasts_are_ranked_for_the_default_scalers_sizing_level() {
+        let s = settings("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.forecast.selection_level, DEFAULT_LEVEL);
+        let s = settings("[decide]\nlevel = 0.9").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.forecast.selection_level, 0.9);
+        let s = settings("[decide]\nlevel = 0.0").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.forecast.selection_level, 0.0);
     }
 
     #[test]

@@ -137,12 +137,16 @@ fn ensemble_steps(horizon: Millis, step: Millis) -> usize {
     usize::try_from(horizon.div_ceil(step)).unwrap_or(usize::MAX)
 }
 
-/// The table for people: per series and horizon, each model's MASE and
-/// the selection's coverage; then how often the selection beats seasonal
+/// The table for people: per series and horizon, each model's MASE (and
+/// that of the selection by point error alone) and the selection's coverage; then how often the selection beats seasonal
 /// naive (one day) at the decision horizon.
 pub fn table(rows: &[EvalRow], horizon_minutes: f64) -> String {
     let mut out = String::new();
-    let models: Vec<String> = ModelKind::ALL.iter().map(|m| m.to_string()).chain(["ensemble".to_owned()]).collect();
+    let models: Vec<String> = ModelKind::ALL
+        .iter()
+        .map(|m| m.to_string())
+        .chain(["ensemble".to_owned(), "ensemble-by-error".to_owned()])
+        .collect();
     let _ = write!(out, "{:<44} {:>7}", "series", "h(min)");
     for m in &models {
         let _ = write!(out, " {:>19}", m);

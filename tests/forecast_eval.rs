@@ -19,7 +19,16 @@ fn evaluates_every_model_and_the_selection_on_a_real_series() {
         "--json",
     ]);
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let models = ["last-value", "ses", "seasonal-naive-day", "seasonal-naive-week", "holt-winters", "mstl", "ensemble"];
+    let models = [
+        "last-value",
+        "ses",
+        "seasonal-naive-day",
+        "seasonal-naive-week",
+        "holt-winters",
+        "mstl",
+        "ensemble",
+        "ensemble-by-error",
+    ];
     for model in models {
         for h in [5.0, 30.0, 60.0] {
             let row = rows

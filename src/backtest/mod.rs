@@ -241,7 +241,7 @@ pub struct SeriesDecisions {
 }
 
 /// The dataflow's settings for a trace of this step.
-fn stage_settings(step: Millis) -> (FeatureSettings, ForecastSettings) {
+fn stage_settings(step: Millis, level: f64) -> (FeatureSettings, ForecastSettings) {
     let mut tumbling = vec![step];
     if step > REACTIVE_WIDTH {
         tumbling.insert(0, REACTIVE_WIDTH);
@@ -253,6 +253,7 @@ fn stage_settings(step: Millis) -> (FeatureSettings, ForecastSettings) {
         level: 0.9,
         refit_every: HOUR.max(step),
         signal: Signal::Total,
+        selection_level: level,
     };
     (features, forecast)
 }
@@ -362,7 +363,7 @@ fn decide_over_trace(
     step: Millis,
     series: &[(TraceSeries, f64)],
 ) -> Result<Vec<SeriesDecisions>> {
-    let (features_settings, forecast_settings) = stage_settings(step);
+    let (features_settings, forecast_settings) = stage_settings(step, settings.level.unwrap_or(DEFAULT_LEVEL));
     let features_settings = features_settings.validate()?;
     let forecast_settings = forecast_settings.validate(&features_settings.tumbling)?;
     let targets = settings.sweep.len();

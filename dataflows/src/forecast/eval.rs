@@ -4,7 +4,8 @@
 //! exactly as in production (same updates, same refit schedule). At each
 //! *origin* — evenly spread over the second half of the series, so every
 //! model has had the first half to warm up — every candidate and the
-//! ensemble's selection forecast the longest horizon; the value `h` steps
+//! ensemble's selection (and its selection by point error alone, reported
+//! as `ensemble-by-error`) forecast the longest horizon; the value `h` steps
 //! later scores the forecast at each requested horizon `h`. Nothing is
 //! refitted per origin, so the cost is one pass plus one prediction per
 //! model and origin.
@@ -53,7 +54,8 @@ impl EvalConfig {
 pub struct EvalRow {
     /// Series name.
     pub series: String,
-    /// Model name (a [`ModelKind`] name, or `ensemble` for the selection).
+    /// Model name (a [`ModelKind`] name, `ensemble` for the selection, or
+    /// `ensemble-by-error` for the selection ranked by point error).
     pub model: String,
     /// Horizon in minutes.
     pub horizon_minutes: f64,
@@ -127,8 +129,10 @@ pub fn evaluate(series: &str, values: &[f64], config: &EvalConfig) -> Result<Eva
 
     let mut ensemble = Ensemble::new(config.ensemble.clone())?;
     let kinds: Vec<ModelKind> = ensemble.candidates().iter().map(|c| c.kind).collect();
-    // Slot `kinds.len()` is the ensemble's selection.
-    let mut acc = vec![vec![Acc::default(); config.horizons.len()]; kinds.len() + 1];
+    // Slot `kinds.len()` is the ensemble's selection, the next one its
+    // selection by point error when that differs.
+    let by_error = config.ensemble.selection_level.is_some();
+    let mut acc = vec![vec![Acc::default(); config.horizons.len()]; kinds.len() + 1 + usize::from(by_error)];
     let mut selected = vec![0usize; kinds.len()];
 
     let record = |acc: &mut Vec<Acc>, f: &Forecast, origin: usize| {
@@ -162,12 +166,19 @@ pub fn evaluate(series: &str, values: &[f64], config: &EvalConfig) -> Result<Eva
             }
             record(&mut acc[kinds.len()], &sel.forecast, t);
         }
+        if by_error && let Ok(sel) = ensemble.forecast_by_error(max_h, config.level) {
+            record(&mut acc[kinds.len() + 1], &sel.forecast, t);
+        }
     }
 
     let seasons = config.ensemble.seasons;
     let mut rows = Vec::new();
     for (i, per_h) in acc.iter().enumerate() {
-        let model = kinds.get(i).map_or("ensemble".to_string(), |k| k.to_string());
+        let model = match kinds.get(i) {
+            Some(k) => k.to_string(),
+            None if i == kinds.len() => "ensemble".to_string(),
+            None => "ensemble-by-error".to_string(),
+        };
         for (a, &h) in per_h.iter().zip(&config.horizons) {
             if a.mase.count() == 0 {
                 continue;
@@ -221,6 +232,7 @@ mod tests {
         };
         assert!(mase("seasonal-naive-day", 60.0) < mase("last-value", 60.0));
         assert!(mase("ensemble", 60.0) < mase("last-value", 60.0));
+        assert!(mase("ensemble-by-error", 60.0) < mase("last-value", 60.0));
         let cov = report
             .rows
             .iter()
@@ -228,8 +240,8 @@ mod tests {
             .map(|r| r.coverage90)
             .expect("row present");
         assert!((0.75..=1.0).contains(&cov), "{cov}");
-        // 3 models + ensemble, 3 horizons each.
-        assert_eq!(report.rows.len(), 12);
+        // 3 models + the two selections, 3 horizons each.
+        assert_eq!(report.rows.len(), 15);
     }
 
     #[test]

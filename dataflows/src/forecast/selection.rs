@@ -1,6 +1,6 @@
 //! The per-series ensemble: every candidate model runs side by side, is
-//! scored out of sample on the values that arrive, and the one with the
-//! lowest recent error makes the forecast.
+//! scored out of sample on the values that arrive, and the one that would
+//! recently have sized best makes the forecast.
 //!
 //! # Data flow
 //!
@@ -9,8 +9,9 @@
 //!
 //! 1. **scores** the pending forecasts the value resolves: every candidate
 //!    made a path of [`EnsembleConfig::score_horizon`] steps at each earlier
-//!    step; a path whose last step has now arrived becomes one score, its
-//!    mean absolute error (missing actuals skipped);
+//!    step; a path whose last step has now arrived becomes two scores, its
+//!    mean absolute error and its mean sizing loss (below; missing actuals
+//!    skipped);
 //! 2. **retains** the value in a bounded history
 //!    ([`EnsembleConfig::max_history`]);
 //! 3. **updates** every fitted candidate with the value (O(1) each), or
@@ -44,7 +45,8 @@
 //! than fitted on it.
 //!
 //! [`Ensemble::forecast`] then returns the forecast of the candidate with the
-//! lowest *recent error*: the mean of its last
+//! lowest recent *sizing loss* (see below). Its *recent error*, reported
+//! with the forecast and checked by the decide stage, is the mean of its last
 //! [`EnsembleConfig::error_window`] path scores divided by the series' scale,
 //! the mean absolute one-step naive change over the retained history (see
 //! [`super::metrics`] for why one-step and not seasonal). That makes the
@@ -53,6 +55,19 @@
 //!
 //! # Selection rules
 //!
+//! * Candidates are ranked by what the decide stage does with a forecast:
+//!   it sizes for a bound between the point and the upper end of the
+//!   calibrated interval (at its sizing level, 0.6 by default: about the
+//!   80th percentile). Each scoring path therefore also carries that bound,
+//!   read off the candidate's calibrated interval at the path's origin,
+//!   and is scored by its mean pinball loss at that quantile: a bound too
+//!   low costs the quantile times the miss, one too high one minus the
+//!   quantile times the excess. That is the newsvendor's cost of sizing,
+//!   and it is what a model with a fine point forecast but a useless upper
+//!   bound loses on: ranked by absolute error, seasonal naive won on VM
+//!   loads with a burst a day at varying times, and carried yesterday's
+//!   burst into today's upper bound.
+//!   [`EnsembleConfig::selection_level`] `None` ranks by recent error.
 //! * A candidate competes once it is fitted and has at least
 //!   [`EnsembleConfig::min_scored`] scores; ties go to the simpler model.
 //! * If none qualifies yet (a new series), the fitted candidate with the
@@ -138,6 +153,13 @@ pub struct EnsembleConfig {
     pub calibrate: bool,
     /// Level of the intervals recorded for calibration (default 0.9).
     pub reference_level: f64,
+    /// Rank the candidates by how well they would have sized: the mean
+    /// pinball loss, at the quantile `(1 + level) / 2`, of the bound the
+    /// decide stage sizes for at this central level (read off each
+    /// candidate's calibrated interval as the decide stage does). `None`
+    /// ranks by the mean absolute error. Default: the decide stage's
+    /// default sizing level, 0.6.
+    pub selection_level: Option<f64>,
     /// Normalised errors kept per candidate for calibration (default: three
     /// per step over one day, from leads 1, half and all of
     /// `score_horizon`, and at least 1024 so that a 5% tail holds ~50
@@ -168,6 +190,7 @@ impl EnsembleConfig {
             max_history: 5 * seasons.week,
             calibrate: true,
             reference_level: 0.9,
+            selection_level: Some(crate::decide::DEFAULT_LEVEL),
             calibration_window: (3 * seasons.day).max(1024),
             naive: NaiveConfig::for_seasons(seasons),
             holt_winters: HoltWintersConfig::for_seasons(seasons),
@@ -201,6 +224,14 @@ impl EnsembleConfig {
             return Err(Error::InvalidConfig {
                 field: "reference_level",
                 reason: format!("must be in (0, 1), is {}", self.reference_level),
+            });
+        }
+        if let Some(level) = self.selection_level
+            && !(0.0..1.0).contains(&level)
+        {
+            return Err(Error::InvalidConfig {
+                field: "selection_level",
+                reason: format!("must be in [0, 1), is {level}"),
             });
         }
         if self.calibration_window == 0 {
@@ -277,6 +308,9 @@ struct Pending {
     forecast: Forecast,
     abs_sum: f64,
     count: usize,
+    /// The bound the decide stage would size for, per lead.
+    sized: Vec<f64>,
+    pinball_sum: f64,
 }
 
 struct Candidate {
@@ -291,6 +325,8 @@ struct Candidate {
     fitted_at_due: bool,
     pending: VecDeque<Pending>,
     scores: VecDeque<f64>,
+    /// Mean pinball losses of the sized bound, per scored path.
+    sizing_scores: VecDeque<f64>,
 }
 
 /// Every candidate model of one series, scored and refitted online.
@@ -344,6 +380,7 @@ impl Ensemble {
                 fitted_at_due: false,
                 pending: VecDeque::with_capacity(config.score_horizon + 1),
                 scores: VecDeque::with_capacity(config.error_window),
+                sizing_scores: VecDeque::with_capacity(config.error_window),
             })
             .collect();
         let h = config.score_horizon as u64;
@@ -502,6 +539,7 @@ impl Ensemble {
 
     fn score(&mut self, index: u64, value: f64) {
         let horizon = self.config.score_horizon as u64;
+        let tau = self.config.selection_level.map(|l| (1.0 + l) / 2.0);
         for c in &mut self.candidates {
             for p in &mut c.pending {
                 let lead = index - p.origin;
@@ -514,6 +552,10 @@ impl Ensemble {
                 if e.is_finite() {
                     p.abs_sum += e;
                     p.count += 1;
+                    if let (Some(tau), Some(&b)) = (tau, p.sized.get(i)) {
+                        let miss = value - b;
+                        p.pinball_sum += if miss > 0.0 { tau * miss } else { (tau - 1.0) * miss };
+                    }
                     if self.calibration_leads.contains(&lead) {
                         c.calibrator.record(value, f.point[i], f.lower[i], f.upper[i]);
                     }
@@ -528,6 +570,10 @@ impl Ensemble {
                         c.scores.pop_front();
                     }
                     c.scores.push_back(done.abs_sum / done.count as f64);
+                    if c.sizing_scores.len() == self.config.error_window {
+                        c.sizing_scores.pop_front();
+                    }
+                    c.sizing_scores.push_back(done.pinball_sum / done.count as f64);
                 }
             }
         }
@@ -606,14 +652,43 @@ impl Ensemble {
 
     fn forecast_for_scoring(&mut self, origin: u64) {
         let horizon = self.config.score_horizon;
+        let reference = self.config.reference_level;
+        // The share of the calibrated upper half-width the sized bound
+        // lies at, as the decide stage reads it (normal shape).
+        // (Level 0 sizes for the point forecast.)
+        let z = |l: f64| if l == 0.0 { Some(0.0) } else { super::normal_z(l).ok() };
+        let share = self.config.selection_level.and_then(|l| Some(z(l)? / z(reference)?));
+        let mut scratch = Vec::new();
         for c in &mut self.candidates {
             if !c.model.is_fitted() {
                 continue;
             }
-            if let Ok(forecast) = c.model.predict(horizon, self.config.reference_level) {
-                c.pending.push_back(Pending { origin, forecast, abs_sum: 0.0, count: 0 });
+            if let Ok(forecast) = c.model.predict(horizon, reference) {
+                let sized = match share {
+                    Some(share) => {
+                        let hi = match c.calibrator.multipliers(reference, &mut scratch) {
+                            Some((_, hi)) if self.config.calibrate => hi,
+                            _ => 1.0,
+                        };
+                        forecast.point.iter().zip(&forecast.upper).map(|(p, u)| p + share * hi * (u - p)).collect()
+                    }
+                    None => Vec::new(),
+                };
+                c.pending.push_back(Pending { origin, forecast, abs_sum: 0.0, count: 0, sized, pinball_sum: 0.0 });
             }
         }
+    }
+
+    /// What candidates are ranked by: the mean sizing loss of their recent
+    /// paths, or their recent error without a selection level.
+    fn rank_error_of(&self, c: &Candidate) -> Option<f64> {
+        if self.config.selection_level.is_none() {
+            return self.recent_error_of(c);
+        }
+        if c.sizing_scores.is_empty() {
+            return None;
+        }
+        Some(c.sizing_scores.iter().sum::<f64>() / c.sizing_scores.len() as f64)
     }
 
     fn recent_error_of(&self, c: &Candidate) -> Option<f64> {
@@ -689,14 +764,16 @@ impl Ensemble {
 
     /// The candidates in the order they would be tried, best first, and
     /// whether the first one was chosen by score (`true`) or by default.
-    fn ranking(&self) -> (Vec<usize>, bool) {
+    fn ranking(&self, by_sizing: bool) -> (Vec<usize>, bool) {
         let min = self.config.min_scored;
         let mut qualified: Vec<(usize, f64)> = self
             .candidates
             .iter()
             .enumerate()
             .filter(|(_, c)| c.model.is_fitted() && c.scores.len() >= min)
-            .filter_map(|(i, c)| self.recent_error_of(c).map(|e| (i, e)))
+            .filter_map(|(i, c)| {
+                if by_sizing { self.rank_error_of(c) } else { self.recent_error_of(c) }.map(|e| (i, e))
+            })
             .collect();
         // Stable sort: equal errors keep the simpler-first order.
         qualified.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -713,15 +790,30 @@ impl Ensemble {
         (order, by_score)
     }
 
-    /// The forecast of the candidate with the lowest recent error.
+    /// The forecast of the candidate with the lowest recent sizing loss (or
+    /// recent error, without a selection level).
     ///
     /// # Errors
     /// [`Error::InvalidLevel`] for a level outside (0, 1);
     /// [`Error::NoModelReady`] when no candidate can forecast (fewer than
     /// two values, or every candidate failed), with the reasons.
     pub fn forecast(&self, horizon: usize, level: f64) -> Result<SelectedForecast> {
+        self.forecast_ranked(horizon, level, true)
+    }
+
+    /// As [`Ensemble::forecast`], ranking the candidates by recent error
+    /// whatever the selection level: the selection for point accuracy,
+    /// which `forecast-eval` reports beside the job's.
+    ///
+    /// # Errors
+    /// As [`Ensemble::forecast`].
+    pub fn forecast_by_error(&self, horizon: usize, level: f64) -> Result<SelectedForecast> {
+        self.forecast_ranked(horizon, level, false)
+    }
+
+    fn forecast_ranked(&self, horizon: usize, level: f64, by_sizing: bool) -> Result<SelectedForecast> {
         super::check_level(level)?;
-        let (order, by_score) = self.ranking();
+        let (order, by_score) = self.ranking(by_sizing);
         let mut notes: Vec<String> = self
             .candidates
             .iter()
@@ -801,6 +893,47 @@ mod tests {
         assert_ne!(f.model, ModelKind::LastValue, "{:?}", e.candidates());
         assert!(f.recent_error < 1.0);
         assert_eq!(f.note, None);
+    }
+
+    /// Regression: ranked by mean absolute error, the seasonal-naive model
+    /// won on flat VM loads with a burst a day at varying times (Azure VM
+    /// CPU), though its interval carried yesterday's burst into today's
+    /// upper bound: sized for it, prescale kept dozens of idle replicas.
+    #[test]
+    fn a_burst_yesterday_does_not_size_today_for_it() {
+        let s = seasons();
+        let noise = gaussian_noise(8 * s.day, 3);
+        let mut rng = crate::forecast::testing::SplitMix::new(11);
+        let mut values = Vec::new();
+        for day in 0..8 {
+            let start = (rng.uniform() * 270.0) as usize;
+            for i in 0..s.day {
+                let calm = 10.0 + 0.5 * noise[day * s.day + i];
+                values.push(if (start..start + 7).contains(&i) { 100.0 } else { calm });
+            }
+        }
+        let run = |selection_level| {
+            let mut config = EnsembleConfig::for_seasons(&s);
+            config.candidates = vec![ModelKind::LastValue, ModelKind::SeasonalNaiveDay, ModelKind::Ses];
+            config.selection_level = selection_level;
+            let mut e = Ensemble::new(config).expect("valid config");
+            let (mut naive_picks, mut uppers) = (0, Vec::new());
+            for (i, v) in values.iter().enumerate() {
+                e.push(*v);
+                if i > 3 * s.day {
+                    let f = e.forecast(1, 0.9).expect("ready");
+                    naive_picks += usize::from(f.model == ModelKind::SeasonalNaiveDay);
+                    uppers.push(f.forecast.upper[0]);
+                }
+            }
+            uppers.sort_by(f64::total_cmp);
+            (naive_picks, uppers[uppers.len() * 9 / 10])
+        };
+        let (by_error, upper_by_error) = run(None);
+        let (by_sizing, upper_by_sizing) = run(Some(0.6));
+        assert!(by_error > 100, "the case no longer shows what broke: {by_error} picks");
+        assert_eq!(by_sizing, 0);
+        assert!(upper_by_sizing < upper_by_error - 0.5, "{upper_by_sizing} vs {upper_by_error}");
     }
 
     #[test]

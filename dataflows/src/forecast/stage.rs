@@ -79,6 +79,9 @@ pub struct ForecastSettings {
     pub refit_every: Millis,
     /// Which value is forecast (default the deployment total).
     pub signal: Signal,
+    /// The sizing level the models are ranked for (default the decide
+    /// stage's, 0.6; see [`EnsembleConfig::selection_level`]).
+    pub selection_level: f64,
 }
 
 impl Default for ForecastSettings {
@@ -89,6 +92,7 @@ impl Default for ForecastSettings {
             level: 0.9,
             refit_every: HOUR,
             signal: Signal::Total,
+            selection_level: crate::decide::DEFAULT_LEVEL,
         }
     }
 }
@@ -111,6 +115,9 @@ impl ForecastSettings {
         }
         if !(self.level > 0.0 && self.level < 1.0) {
             return invalid("forecast.level", format!("{} is not in (0, 1)", self.level));
+        }
+        if !(0.0..1.0).contains(&self.selection_level) {
+            return invalid("decide.level", format!("{} is not in [0, 1)", self.selection_level));
         }
         if self.refit_every < self.step {
             return invalid("forecast.refit_every", "must be at least one step".into());
@@ -239,6 +246,7 @@ pub fn forecasts_counted<'scope>(
                             let mut config = EnsembleConfig::for_seasons(seasons);
                             config.refit_every = refit_every;
                             config.score_horizon = horizon;
+                            config.selection_level = Some(settings.selection_level);
                             // Validated settings always give a valid config.
                             let Ok(mut ensemble) = Ensemble::new(config) else { continue };
                             ensemble.stagger_refits((r.series.route() % refit_every.max(1) as u64) as usize);
