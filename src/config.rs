@@ -574,14 +574,18 @@ impl Settings {
         .validate()?;
 
         let fc = &config.forecast;
+        let step = duration("forecast.step", fc.step.as_deref(), "5m")?;
+        let startup = duration("decide.startup", config.decide.startup.as_deref(), "120s")?;
         let forecast = ForecastSettings {
-            step: duration("forecast.step", fc.step.as_deref(), "5m")?,
+            step,
             horizon: duration("forecast.horizon", fc.horizon.as_deref(), "30m")?,
             level: fc.level.unwrap_or(0.9),
             refit_every: duration("forecast.refit_every", fc.refit_every.as_deref(), "1h")?,
             signal: fc.signal.unwrap_or(Signal::Total),
-            // Forecasts are ranked for the default scaler's sizing level.
+            // Forecasts are ranked for the default scaler's sizing level,
+            // over the leads its decisions read.
             selection_level: config.decide.level.unwrap_or(DEFAULT_LEVEL),
+            sizing_leads: ForecastSettings::sizing_leads_for(step, startup),
         }
         .validate(&features.tumbling)?;
 
@@ -877,6 +881,13 @@ mod tests {
         assert_eq!(s.forecast.selection_level, 0.9);
         let s = settings("[decide]\nlevel = 0.0").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.forecast.selection_level, 0.0);
+        // 5-minute steps and a 2-minute start-up: the decision's step and the next.
+        assert_eq!(s.forecast.sizing_leads, 2);
+        let s = settings(
+            "[features]\ntumbling = [\"15s\", \"1m\"]\n[forecast]\nstep = \"1m\"\n[decide]\nstartup = \"150s\"",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.forecast.sizing_leads, 4);
     }
 
     #[test]

@@ -241,7 +241,7 @@ pub struct SeriesDecisions {
 }
 
 /// The dataflow's settings for a trace of this step.
-fn stage_settings(step: Millis, level: f64) -> (FeatureSettings, ForecastSettings) {
+fn stage_settings(step: Millis, level: f64, startup: Millis) -> (FeatureSettings, ForecastSettings) {
     let mut tumbling = vec![step];
     if step > REACTIVE_WIDTH {
         tumbling.insert(0, REACTIVE_WIDTH);
@@ -254,6 +254,7 @@ fn stage_settings(step: Millis, level: f64) -> (FeatureSettings, ForecastSetting
         refit_every: HOUR.max(step),
         signal: Signal::Total,
         selection_level: level,
+        sizing_leads: ForecastSettings::sizing_leads_for(step, startup),
     };
     (features, forecast)
 }
@@ -363,7 +364,8 @@ fn decide_over_trace(
     step: Millis,
     series: &[(TraceSeries, f64)],
 ) -> Result<Vec<SeriesDecisions>> {
-    let (features_settings, forecast_settings) = stage_settings(step, settings.level.unwrap_or(DEFAULT_LEVEL));
+    let (features_settings, forecast_settings) =
+        stage_settings(step, settings.level.unwrap_or(DEFAULT_LEVEL), settings.startup + LATENESS);
     let features_settings = features_settings.validate()?;
     let forecast_settings = forecast_settings.validate(&features_settings.tumbling)?;
     let targets = settings.sweep.len();

@@ -60,7 +60,9 @@
 //!   calibrated interval (at its sizing level, 0.6 by default: about the
 //!   80th percentile). Each scoring path therefore also carries that bound,
 //!   read off the candidate's calibrated interval at the path's origin,
-//!   and is scored by its mean pinball loss at that quantile: a bound too
+//!   and is scored by its mean pinball loss at that quantile over the
+//!   first [`EnsembleConfig::sizing_leads`] leads (the ones a decision
+//!   reads; later leads only matter to later forecasts): a bound too
 //!   low costs the quantile times the miss, one too high one minus the
 //!   quantile times the excess. That is the newsvendor's cost of sizing,
 //!   and it is what a model with a fine point forecast but a useless upper
@@ -160,6 +162,11 @@ pub struct EnsembleConfig {
     /// ranks by the mean absolute error. Default: the decide stage's
     /// default sizing level, 0.6.
     pub selection_level: Option<f64>,
+    /// The leads the sizing loss is taken over (default 2): the steps the
+    /// decide stage reads between one forecast and the next one's pods
+    /// being ready, `1 + ceil(start-up lead / step)`. Further leads only
+    /// matter to the next forecasts.
+    pub sizing_leads: usize,
     /// Normalised errors kept per candidate for calibration (default: three
     /// per step over one day, from leads 1, half and all of
     /// `score_horizon`, and at least 1024 so that a 5% tail holds ~50
@@ -191,6 +198,7 @@ impl EnsembleConfig {
             calibrate: true,
             reference_level: 0.9,
             selection_level: Some(crate::decide::DEFAULT_LEVEL),
+            sizing_leads: 2,
             calibration_window: (3 * seasons.day).max(1024),
             naive: NaiveConfig::for_seasons(seasons),
             holt_winters: HoltWintersConfig::for_seasons(seasons),
@@ -214,6 +222,7 @@ impl EnsembleConfig {
             ("naive.error_window", self.naive.error_window),
             ("naive.max_horizon", self.naive.max_horizon),
             ("holt_winters.variance_window", self.holt_winters.variance_window),
+            ("sizing_leads", self.sizing_leads),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -311,6 +320,7 @@ struct Pending {
     /// The bound the decide stage would size for, per lead.
     sized: Vec<f64>,
     pinball_sum: f64,
+    sized_count: usize,
 }
 
 struct Candidate {
@@ -540,6 +550,7 @@ impl Ensemble {
     fn score(&mut self, index: u64, value: f64) {
         let horizon = self.config.score_horizon as u64;
         let tau = self.config.selection_level.map(|l| (1.0 + l) / 2.0);
+        let sizing_leads = self.config.sizing_leads as u64;
         for c in &mut self.candidates {
             for p in &mut c.pending {
                 let lead = index - p.origin;
@@ -552,9 +563,12 @@ impl Ensemble {
                 if e.is_finite() {
                     p.abs_sum += e;
                     p.count += 1;
-                    if let (Some(tau), Some(&b)) = (tau, p.sized.get(i)) {
+                    if let (Some(tau), Some(&b)) = (tau, p.sized.get(i))
+                        && lead <= sizing_leads
+                    {
                         let miss = value - b;
                         p.pinball_sum += if miss > 0.0 { tau * miss } else { (tau - 1.0) * miss };
+                        p.sized_count += 1;
                     }
                     if self.calibration_leads.contains(&lead) {
                         c.calibrator.record(value, f.point[i], f.lower[i], f.upper[i]);
@@ -570,10 +584,12 @@ impl Ensemble {
                         c.scores.pop_front();
                     }
                     c.scores.push_back(done.abs_sum / done.count as f64);
-                    if c.sizing_scores.len() == self.config.error_window {
-                        c.sizing_scores.pop_front();
+                    if done.sized_count > 0 {
+                        if c.sizing_scores.len() == self.config.error_window {
+                            c.sizing_scores.pop_front();
+                        }
+                        c.sizing_scores.push_back(done.pinball_sum / done.sized_count as f64);
                     }
-                    c.sizing_scores.push_back(done.pinball_sum / done.count as f64);
                 }
             }
         }
@@ -674,7 +690,15 @@ impl Ensemble {
                     }
                     None => Vec::new(),
                 };
-                c.pending.push_back(Pending { origin, forecast, abs_sum: 0.0, count: 0, sized, pinball_sum: 0.0 });
+                c.pending.push_back(Pending {
+                    origin,
+                    forecast,
+                    abs_sum: 0.0,
+                    count: 0,
+                    sized,
+                    pinball_sum: 0.0,
+                    sized_count: 0,
+                });
             }
         }
     }

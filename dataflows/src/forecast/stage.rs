@@ -82,6 +82,18 @@ pub struct ForecastSettings {
     /// The sizing level the models are ranked for (default the decide
     /// stage's, 0.6; see [`EnsembleConfig::selection_level`]).
     pub selection_level: f64,
+    /// The leads the models' sizing loss is taken over (default 2; see
+    /// [`EnsembleConfig::sizing_leads`] and [`ForecastSettings::sizing_leads_for`]).
+    pub sizing_leads: usize,
+}
+
+impl ForecastSettings {
+    /// The leads a decision reads for a pod start-up lead of `startup`:
+    /// the step the decision is in and those until the next decision's
+    /// pods can be ready, `1 + ceil(startup / step)`.
+    pub fn sizing_leads_for(step: Millis, startup: Millis) -> usize {
+        usize::try_from(1 + startup.div_ceil(step.max(1))).unwrap_or(usize::MAX)
+    }
 }
 
 impl Default for ForecastSettings {
@@ -93,6 +105,7 @@ impl Default for ForecastSettings {
             refit_every: HOUR,
             signal: Signal::Total,
             selection_level: crate::decide::DEFAULT_LEVEL,
+            sizing_leads: 2,
         }
     }
 }
@@ -247,6 +260,7 @@ pub fn forecasts_counted<'scope>(
                             config.refit_every = refit_every;
                             config.score_horizon = horizon;
                             config.selection_level = Some(settings.selection_level);
+                            config.sizing_leads = settings.sizing_leads.clamp(1, horizon.max(1));
                             // Validated settings always give a valid config.
                             let Ok(mut ensemble) = Ensemble::new(config) else { continue };
                             ensemble.stagger_refits((r.series.route() % refit_every.max(1) as u64) as usize);
