@@ -100,8 +100,9 @@
 //!
 //! Candidates live in a `Vec` in [`ModelKind`] order; no hash maps, threads
 //! or randomness. Memory per series is bounded by `max_history` values, plus
-//! per candidate `score_horizon` pending paths of `3 × score_horizon` values,
-//! `error_window` scores and `calibration_window` normalised errors, plus
+//! per candidate `score_horizon` pending paths of `4 × score_horizon` values
+//! (point, bounds and the sized bound), twice `error_window` scores (error
+//! and sizing loss) and `calibration_window` normalised errors, plus
 //! each model's own bounded state (at 5-minute steps with the defaults,
 //! about 0.3 MB per series: 80 kB of retained history, ~130 kB of the
 //! decomposition `augurs` keeps inside a fitted MSTL, the rest small).
