@@ -15,6 +15,7 @@
 //! by the series' hash); [`stage::decisions`] is the operator.
 
 pub mod behavior;
+pub mod persistence;
 pub mod policy;
 pub mod stage;
 
@@ -368,7 +369,8 @@ pub struct UsedForecast {
     pub origin_ms: Millis,
     /// The end of the look-ahead covered (ms).
     pub until_ms: Millis,
-    /// Highest point forecast over the look-ahead.
+    /// Highest point forecast over the look-ahead (between forecasts,
+    /// moved by the lasting part of the step under way's surprise).
     pub point: f64,
     /// Highest upper bound over the look-ahead: what the count is sized for.
     pub upper: f64,

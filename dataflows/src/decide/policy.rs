@@ -8,10 +8,15 @@
 //! later. The count is sized for the highest upper bound of the forecast
 //! interval over those steps, and never below the reactive floor
 //! `ceil(load now / target per replica)`, which is what an HPA would ask.
+//!
+//! Between forecasts each short-window reading re-reads the last one, its
+//! steps moved by as much of the step under way's surprise as this
+//! scaler's earlier surprises lasted ([`super::persistence`]).
 
 use std::cell::Cell;
 
 use super::behavior::{Bound, History};
+use super::persistence::{Persistence, StepLoad};
 use super::{Decision, FallbackReason, LoadReading, Reason, ScalerSpec, UsedForecast};
 use crate::forecast::normal_z;
 use crate::forecast::stage::ForecastRow;
@@ -42,6 +47,11 @@ pub struct Scaler {
     /// The last forecast judged healthy, which short-window readings
     /// re-read as time moves through it.
     plan: Option<ForecastRow>,
+    /// How much of a surprise in the step under way lasts, learnt from
+    /// the healthy forecasts.
+    persistence: Persistence,
+    /// The readings of the plan's step under way.
+    step_load: StepLoad,
     /// Time between this scaler's decisions when short-window readings
     /// drive it; `None` decides on forecasts only (every step).
     cadence: Option<Millis>,
@@ -76,6 +86,8 @@ impl Scaler {
             held: None,
             stale_reported: None,
             plan: None,
+            persistence: Persistence::default(),
+            step_load: StepLoad::default(),
             cadence: None,
             flagged: None,
             pods_level: None,
@@ -172,7 +184,12 @@ impl Scaler {
             }
         }
 
-        let used = self.used_forecast(row, origin);
+        // Bursts judged jumps are what the share must learn from; loads
+        // not believed are not.
+        if load_trusted {
+            self.persistence.observe(row);
+        }
+        let used = self.used_forecast(row, origin, 0.0);
         self.plan = (healthy && self.held.is_none() && used.is_some()).then(|| row.clone());
         let current = self.current;
         let (raw, reason, detail) = match fallback {
@@ -259,7 +276,13 @@ impl Scaler {
         let target = self.spec.target_per_replica;
         let floor = replicas_for(load, target);
         let used = match (&self.held, &self.plan) {
-            (None, Some(plan)) => self.used_forecast(plan, now),
+            (None, Some(plan)) => {
+                let carried = self
+                    .step_load
+                    .record(plan, now, load)
+                    .map_or(0.0, |(seen, expected)| self.persistence.carried(seen - expected));
+                self.used_forecast(plan, now, carried)
+            }
             _ => None,
         };
         let (raw, reason) = match &used {
@@ -439,8 +462,10 @@ impl Scaler {
     /// The steps of `row` that overlap `[now, now + look-ahead]`: the count
     /// set now must hold until the next decision can have its pods ready,
     /// so the look-ahead is the start-up lead plus the time to the next
-    /// decision (a reading's width, else a step), at most `horizon`.
-    fn used_forecast(&self, row: &ForecastRow, now: Millis) -> Option<UsedForecast> {
+    /// decision (a reading's width, else a step), at most `horizon`. Each
+    /// step is moved by `carried`, the lasting part of the step under
+    /// way's surprise.
+    fn used_forecast(&self, row: &ForecastRow, now: Millis, carried: f64) -> Option<UsedForecast> {
         let step = row.step_s.max(1) * SECOND;
         let next = self.cadence.unwrap_or(step).min(self.spec.horizon);
         let until = now + next + self.spec.startup;
@@ -450,9 +475,9 @@ impl Scaler {
         let upper = row.upper.get(first..last.max(first + 1))?;
         let point = row.point.get(first..last.max(first + 1))?;
         let (level, width) = self.sizing(row.level);
-        let bound = point.iter().zip(upper).map(|(p, u)| p + width * (u - p));
+        let bound = point.iter().zip(upper).map(|(p, u)| p + carried + width * (u - p));
         let upper = bound.fold(f64::NEG_INFINITY, f64::max);
-        let point = point.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let point = point.iter().copied().fold(f64::NEG_INFINITY, f64::max) + carried;
         (upper.is_finite() && point.is_finite()).then(|| UsedForecast {
             origin_ms: row.origin_ms,
             until_ms: row.origin_ms + last.max(first + 1) as u64 * step,
@@ -822,6 +847,42 @@ mod tests {
         let d = s.on_load("ps", &reading(3)).unwrap_or_else(|| panic!("a scale-up for the next step"));
         assert_eq!((d.desired, d.reason), (8, Reason::Forecast));
         assert_eq!(d.forecast.map(|f| f.upper), Some(80.0));
+    }
+
+    /// Regression: a forecast made at the height of a tweet burst (NAB)
+    /// was re-read for the steps after it while the readings already
+    /// showed the burst over, and held its replicas ten minutes longer.
+    #[test]
+    fn a_burst_that_is_over_does_not_keep_its_replicas() {
+        let spec = ScalerSpec {
+            startup: 2 * MINUTE,
+            behavior: Behavior {
+                scale_down: ScalingRules { stabilization: 0, select: SelectPolicy::Max, policies: vec![] },
+                ..Behavior::default()
+            },
+            ..spec()
+        };
+        // Last-value forecasts over `history`, then one at 100 and
+        // readings of 60 during its first step: the last count re-read.
+        let probe = |history: &[f64]| {
+            let mut s = Scaler::new(spec.clone()).with_cadence(Some(MINUTE));
+            let mut m = 0;
+            for &y in history {
+                s.on_forecast("ps", &row(m, y, y, 0.0));
+                m += 5;
+            }
+            let d = s.on_forecast("ps", &row(m, 100.0, 100.0, 0.0));
+            assert_eq!(d.desired, 10);
+            let reading =
+                |k: u64| LoadReading { series: d.series.clone(), end_ms: (m + k) * MINUTE, load: 60.0, pods: 0 };
+            (1..4).filter_map(|k| s.on_load("ps", &reading(k))).map(|d| (d.desired, d.reason)).last()
+        };
+        // Falls that lasted: the forecast moves down with the readings.
+        let lasting: Vec<f64> = (0..100).map(|i| if i % 4 < 2 { 100.0 } else { 60.0 }).collect();
+        assert_eq!(probe(&lasting), Some((6, Reason::Forecast)));
+        // Falls that came straight back: the forecast holds.
+        let passing: Vec<f64> = (0..100).map(|i| if i % 2 == 0 { 100.0 } else { 60.0 }).collect();
+        assert_eq!(probe(&passing), None);
     }
 
     #[test]
