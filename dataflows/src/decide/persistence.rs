@@ -10,7 +10,7 @@
 //! of its fall. Sizing the next steps from a forecast the readings have
 //! already proved wrong held replicas for a burst that was over (a tweet
 //! burst on the NAB trace kept its count for ten minutes after the load
-//! had halved), while moving the whole forecast by every surprise scaled
+//! had fallen by a third), while moving the whole forecast by every surprise scaled
 //! up and down with the noise of steady CPU series.
 //!
 //! [`Persistence`] learns the share per scaler from its forecasts' own
@@ -72,6 +72,14 @@ struct Pending {
     first_error: Option<f64>,
 }
 
+impl Pending {
+    /// When the load of the second step arrives (with the forecast two
+    /// steps later).
+    fn second_due(&self) -> Millis {
+        self.origin.saturating_add(self.step.saturating_mul(2))
+    }
+}
+
 /// The share of a surprise that lasts, learnt from one scaler's forecasts.
 #[derive(Clone, Debug, Default)]
 pub struct Persistence {
@@ -81,7 +89,8 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    /// Takes a healthy forecast: its load resolves the first step of the
+    /// Takes a forecast whose load is believed (the policy skips loads out
+    /// of range and jumps down): its load resolves the first step of the
     /// forecast one step earlier and the second step of the one two steps
     /// earlier; its own first two steps wait for later loads.
     pub fn observe(&mut self, row: &ForecastRow) {
@@ -89,9 +98,9 @@ impl Persistence {
         let load = row.actual;
         if load.is_finite() {
             for p in self.pending.iter_mut() {
-                if p.origin + p.step == origin {
+                if p.origin.saturating_add(p.step) == origin {
                     p.first_error = Some(load - p.first);
-                } else if p.origin + 2 * p.step == origin
+                } else if p.second_due() == origin
                     && let Some(e1) = p.first_error
                 {
                     let e2 = load - p.second;
@@ -104,7 +113,7 @@ impl Persistence {
             }
         }
         // A forecast whose second step has passed is resolved or lost.
-        self.pending.retain(|p| p.origin + 2 * p.step > origin);
+        self.pending.retain(|p| p.second_due() > origin);
         if let (Some(&first), Some(&second)) = (row.point.first(), row.point.get(1))
             && first.is_finite()
             && second.is_finite()

@@ -48,7 +48,7 @@ pub struct Scaler {
     /// re-read as time moves through it.
     plan: Option<ForecastRow>,
     /// How much of a surprise in the step under way lasts, learnt from
-    /// the healthy forecasts.
+    /// the forecasts whose load is believed.
     persistence: Persistence,
     /// The readings of the plan's step under way.
     step_load: StepLoad,
