@@ -18,7 +18,7 @@ use std::cell::Cell;
 use super::behavior::{Bound, History};
 use super::persistence::{Persistence, StepLoad};
 use super::{Decision, FallbackReason, LoadReading, Reason, ScalerSpec, UsedForecast};
-use crate::forecast::normal_z;
+use crate::forecast::sizing_share;
 use crate::forecast::stage::ForecastRow;
 use crate::record::SeriesKey;
 use crate::time::{Millis, SECOND, format_duration};
@@ -505,15 +505,12 @@ impl Scaler {
 
     fn compute_sizing(&self, forecast_level: f64) -> (f64, f64) {
         match self.spec.level {
-            Some(level) if level != forecast_level => {
-                let z = |l: f64| if l <= 0.0 { Some(0.0) } else { normal_z(l).ok() };
-                match (z(level), z(forecast_level)) {
-                    (Some(a), Some(b)) if b > 0.0 => (level, a / b),
-                    // A forecast level outside (0, 1) cannot be scaled
-                    // from; its own bound is used.
-                    _ => (forecast_level, 1.0),
-                }
-            }
+            Some(level) if level != forecast_level => match sizing_share(level, forecast_level) {
+                Some(share) => (level, share),
+                // A forecast level outside (0, 1) cannot be scaled from;
+                // its own bound is used.
+                None => (forecast_level, 1.0),
+            },
             _ => (forecast_level, 1.0),
         }
     }

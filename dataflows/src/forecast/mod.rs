@@ -447,6 +447,19 @@ pub(crate) fn clean(value: f64) -> f64 {
     if value.is_finite() { value } else { f64::NAN }
 }
 
+/// Where the bound of a central interval at `level` lies between the
+/// point (0) and the upper end (1) of an interval at `interval_level`, if
+/// the forecast were normal: `z(level) / z(interval_level)`, 0 for a level
+/// of 0 (the point forecast). This is how the decide stage reads its
+/// sizing bound off a forecast, and how the ensemble scores candidates
+/// for it. `None` when either level is outside [0, 1) or the interval
+/// level is 0 (nothing to scale from).
+pub fn sizing_share(level: f64, interval_level: f64) -> Option<f64> {
+    let z = |l: f64| if l <= 0.0 { Some(0.0) } else { normal_z(l).ok() };
+    let (a, b) = (z(level)?, z(interval_level)?);
+    (b > 0.0).then(|| a / b)
+}
+
 /// The two-sided standard normal quantile for a central interval at `level`,
 /// i.e. `z` with `P(|Z| <= z) = level`.
 ///

@@ -671,10 +671,8 @@ impl Ensemble {
         let horizon = self.config.score_horizon;
         let reference = self.config.reference_level;
         // The share of the calibrated upper half-width the sized bound
-        // lies at, as the decide stage reads it (normal shape).
-        // (Level 0 sizes for the point forecast.)
-        let z = |l: f64| if l == 0.0 { Some(0.0) } else { super::normal_z(l).ok() };
-        let share = self.config.selection_level.and_then(|l| Some(z(l)? / z(reference)?));
+        // lies at, as the decide stage reads it.
+        let share = self.config.selection_level.and_then(|l| super::sizing_share(l, reference));
         let mut scratch = Vec::new();
         for c in &mut self.candidates {
             if !c.model.is_fitted() {
