@@ -3,7 +3,8 @@
 //! - `fit/<model>` and `predict/<model>`: one model on four weeks of
 //!   5-minute data (8064 points: the Azure 2019 region-wide CPU series of
 //!   `../shared/traces/dc_aggregates`), predicting 30 minutes ahead with a
-//!   90% interval. Throughput is in points fitted per second.
+//!   90% interval. Throughput is in points fitted per second. The cycle
+//!   model runs on an Azure VM with a cycle of its own (27.8 days).
 //! - `refit-round`: the scheduled refit of every model of 200 series
 //!   with four weeks of history, on 2 threads, as the forecast stage does
 //!   it once per series and hour of event time. Throughput is in series
@@ -17,19 +18,19 @@ use prescale::forecast_eval::load_series;
 use prescale_dataflows::decode::DecodeOptions;
 use prescale_dataflows::forecast::seasonal_naive::NaiveConfig;
 use prescale_dataflows::forecast::{
-    Ensemble, EnsembleConfig, HoltWinters, HoltWintersConfig, LastValue, Model, Mstl, MstlConfig, SeasonalNaive,
-    Seasons, Ses, SesConfig,
+    Cycle, CycleConfig, Ensemble, EnsembleConfig, HoltWinters, HoltWintersConfig, LastValue, Model, Mstl, MstlConfig,
+    SeasonalNaive, Seasons, Ses, SesConfig,
 };
 use prescale_dataflows::time::MINUTE;
 
 const POINTS: usize = 8064;
 const SERIES: usize = 200;
 
-fn history() -> Vec<f64> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces/dc_aggregates/series.csv");
+fn history(trace: &str, name: &str) -> Vec<f64> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../shared/traces/{trace}/series.csv"));
     assert!(path.exists(), "{} is missing: this bench uses the shared traces", path.display());
     let series = load_series(&path, 5 * MINUTE, &DecodeOptions::default()).expect("trace loads");
-    let values = series.get("azure_v2_total_vm_cpu_usage").expect("the Azure region series");
+    let values = series.get(name).unwrap_or_else(|| panic!("{trace} has no series {name}"));
     values.iter().copied().take(POINTS).collect()
 }
 
@@ -47,7 +48,7 @@ fn models(seasons: &Seasons) -> Vec<Box<dyn Model>> {
 
 fn bench(c: &mut Criterion) {
     let seasons = Seasons::from_step(300).expect("5-minute steps divide a day");
-    let y = history();
+    let y = history("dc_aggregates", "azure_v2_total_vm_cpu_usage");
     let horizon = seasons.steps_for_minutes(30);
 
     let mut group = c.benchmark_group("forecast");
@@ -60,6 +61,16 @@ fn bench(c: &mut Criterion) {
             b.iter(|| model.predict(horizon, 0.9).expect("predicts"))
         });
     }
+
+    // The region total has no cycle shorter than a day; this VM has one
+    // of 13.7 steps (its fit includes the search for it).
+    let vm = history("azure_vm_v1_sample", "azv1_vm_1114910_avgcpu");
+    let mut cycle = Cycle::new(&seasons, CycleConfig::for_seasons(&seasons), NaiveConfig::for_seasons(&seasons));
+    group.throughput(Throughput::Elements(vm.len() as u64));
+    group.bench_function(BenchmarkId::new("fit", "cycle"), |b| b.iter(|| cycle.fit(&vm).expect("fits")));
+    group.bench_function(BenchmarkId::new("predict", "cycle"), |b| {
+        b.iter(|| cycle.predict(horizon, 0.9).expect("predicts"))
+    });
 
     // Ensembles filled without refits (refit_every past the history), then
     // the timed part: one scheduled refit of every model of every series.

@@ -489,7 +489,7 @@ impl Model for HoltWinters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::testing::{daily_sine, gaussian_noise};
+    use crate::forecast::testing::{daily_sine, gaussian_noise, one_step_coverage};
 
     fn seasons() -> Seasons {
         Seasons::from_step(300).expect("valid step")
@@ -535,16 +535,7 @@ mod tests {
         noise.iter_mut().for_each(|v| *v = 50.0 + 2.0 * *v);
         let mut m = model();
         m.fit(&noise[..4 * s.day]).expect("four days");
-        let (mut inside, mut total) = (0, 0);
-        for &v in &noise[4 * s.day..] {
-            let f = m.predict(1, 0.9).expect("fitted");
-            total += 1;
-            if f.lower[0] <= v && v <= f.upper[0] {
-                inside += 1;
-            }
-            m.update(v);
-        }
-        let rate = inside as f64 / total as f64;
+        let rate = one_step_coverage(&mut m, &noise[4 * s.day..]);
         assert!((0.86..=0.94).contains(&rate), "coverage {rate}");
     }
 

@@ -52,6 +52,9 @@
 //! * [`ses`] — simple exponential smoothing: a level that tracks a noisy
 //!   series, O(1) update, analytic intervals.
 //! * [`seasonal_naive`] — the value one day or one week earlier.
+//! * [`cycle`] — the values one to a few cycles earlier, for a cycle
+//!   shorter than a quarter of a day found in the series itself (an hourly
+//!   job).
 //! * [`holt_winters`] — additive Holt–Winters with damped trend and a daily
 //!   season (ETS(A,Ad,A)), O(1) update, analytic intervals.
 //! * [`mstl`] — `augurs`' MSTL decomposition (daily season at full
@@ -89,6 +92,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod cycle;
 pub mod eval;
 pub mod holt_winters;
 pub mod intervals;
@@ -102,6 +106,7 @@ pub mod stage;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use cycle::{Cycle, CycleConfig};
 pub use holt_winters::{HoltWinters, HoltWintersConfig};
 pub use last_value::LastValue;
 pub use mstl::{Mstl, MstlConfig};
@@ -144,6 +149,15 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// The model does not apply to this series (for instance no cycle was
+    /// found for the cycle model); not a failure, the others are used.
+    #[error("{model} does not apply: {reason}")]
+    NotApplicable {
+        /// The model that does not apply.
+        model: ModelKind,
+        /// Why.
+        reason: String,
+    },
     /// The model's numerical fit failed (for instance an `augurs` error).
     #[error("{model} fit failed: {reason}")]
     Fit {
@@ -172,6 +186,7 @@ impl Error {
             Error::InvalidLevel(_) => "invalid_level",
             Error::InvalidStep(_) => "invalid_step",
             Error::InvalidConfig { .. } => "invalid_config",
+            Error::NotApplicable { .. } => "not_applicable",
             Error::Fit { .. } => "fit_failed",
             Error::NonFinite { .. } => "non_finite",
             Error::NoModelReady(_) => "no_model_ready",
@@ -226,7 +241,8 @@ impl Forecast {
 /// The candidate models, ordered from simplest to most complex.
 ///
 /// Serialised (and displayed) as lower-case kebab names: `last-value`,
-/// `ses`, `seasonal-naive-day`, `seasonal-naive-week`, `holt-winters`, `mstl`.
+/// `ses`, `cycle`, `seasonal-naive-day`, `seasonal-naive-week`,
+/// `holt-winters`, `mstl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
@@ -234,6 +250,9 @@ pub enum ModelKind {
     LastValue,
     /// Simple exponential smoothing: a level tracking the series.
     Ses,
+    /// The mean of the values one to a few cycles earlier, the cycle
+    /// (under a quarter of a day) found in the series' own autocorrelation.
+    Cycle,
     /// The value one day earlier.
     SeasonalNaiveDay,
     /// The value one week earlier.
@@ -246,9 +265,10 @@ pub enum ModelKind {
 
 impl ModelKind {
     /// Every kind, simplest first.
-    pub const ALL: [ModelKind; 6] = [
+    pub const ALL: [ModelKind; 7] = [
         ModelKind::LastValue,
         ModelKind::Ses,
+        ModelKind::Cycle,
         ModelKind::SeasonalNaiveDay,
         ModelKind::SeasonalNaiveWeek,
         ModelKind::HoltWinters,
@@ -260,6 +280,7 @@ impl ModelKind {
         match self {
             ModelKind::LastValue => "last-value",
             ModelKind::Ses => "ses",
+            ModelKind::Cycle => "cycle",
             ModelKind::SeasonalNaiveDay => "seasonal-naive-day",
             ModelKind::SeasonalNaiveWeek => "seasonal-naive-week",
             ModelKind::HoltWinters => "holt-winters",
@@ -275,7 +296,7 @@ impl ModelKind {
             ModelKind::Mstl => Some(ModelKind::HoltWinters),
             ModelKind::HoltWinters => Some(ModelKind::SeasonalNaiveDay),
             ModelKind::SeasonalNaiveWeek => Some(ModelKind::SeasonalNaiveDay),
-            ModelKind::SeasonalNaiveDay => Some(ModelKind::Ses),
+            ModelKind::SeasonalNaiveDay | ModelKind::Cycle => Some(ModelKind::Ses),
             ModelKind::Ses => Some(ModelKind::LastValue),
             ModelKind::LastValue => None,
         }

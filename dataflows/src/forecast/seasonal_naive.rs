@@ -3,7 +3,9 @@
 //! The forecast `h` steps ahead is the value `m·⌈h/m⌉` steps before the
 //! target, where `m` is the season in steps: yesterday's (or last week's)
 //! value at the same time of day. The same core with `m = 1` is the last-value
-//! model ([`super::last_value`]).
+//! model ([`super::last_value`]), and with a season found in the data and
+//! the mean of the values one to `k` seasons back, the cycle model
+//! ([`super::cycle`]).
 //!
 //! **Missing values.** If the value one season back is missing, the one a
 //! further season back is used, and if all of those are missing the last
@@ -46,6 +48,8 @@ pub(crate) struct LagCore {
     kind: ModelKind,
     season: usize,
     config: NaiveConfig,
+    /// Seasons averaged into a forecast (1: the value one season back).
+    cycles: usize,
     capacity: usize,
     buf: VecDeque<f64>,
     fitted: bool,
@@ -57,7 +61,15 @@ impl LagCore {
         let config = NaiveConfig { error_window: config.error_window.max(1), max_horizon: config.max_horizon.max(1) };
         let longest_lag = season * config.max_horizon.div_ceil(season);
         let capacity = config.error_window + longest_lag + season;
-        LagCore { kind, season, config, capacity, buf: VecDeque::with_capacity(capacity), fitted: false }
+        LagCore { kind, season, config, cycles: 1, capacity, buf: VecDeque::with_capacity(capacity), fitted: false }
+    }
+
+    /// The same core forecasting the mean of the values `cycles` seasons
+    /// back (at least one) rather than the value one season back.
+    pub(crate) fn averaging(mut self, cycles: usize) -> LagCore {
+        self.cycles = cycles.max(1);
+        self.capacity += (self.cycles - 1) * self.season;
+        self
     }
 
     pub(crate) fn kind(&self) -> ModelKind {
@@ -66,6 +78,14 @@ impl LagCore {
 
     pub(crate) fn is_fitted(&self) -> bool {
         self.fitted
+    }
+
+    pub(crate) fn season(&self) -> usize {
+        self.season
+    }
+
+    pub(crate) fn cycles(&self) -> usize {
+        self.cycles
     }
 
     pub(crate) fn min_history(&self) -> usize {
@@ -107,19 +127,27 @@ impl LagCore {
         self.buf.iter().rev().copied().find(|v| v.is_finite())
     }
 
+    /// The mean of up to `cycles` finite values at `idx`, `idx − season`,
+    /// …; a missing one is replaced by the one a further season back.
+    fn seasonal_mean(&self, mut idx: Option<usize>) -> Option<f64> {
+        let (mut sum, mut n) = (0.0, 0);
+        while let Some(i) = idx
+            && n < self.cycles
+        {
+            if let Some(v) = self.buf.get(i).filter(|v| v.is_finite()) {
+                sum += v;
+                n += 1;
+            }
+            idx = i.checked_sub(self.season);
+        }
+        (n > 0).then(|| sum / n as f64)
+    }
+
     /// The point forecast `h` steps ahead (h ≥ 1).
     fn point(&self, h: usize, last_finite: f64) -> f64 {
-        let len = self.buf.len();
-        let lag = self.lag(h);
         // The target is at index len − 1 + h; the value `lag` before it.
-        let mut idx = (len - 1 + h).checked_sub(lag);
-        while let Some(i) = idx {
-            match self.buf.get(i) {
-                Some(v) if v.is_finite() => return *v,
-                _ => idx = i.checked_sub(self.season),
-            }
-        }
-        last_finite
+        let idx = (self.buf.len() - 1 + h).checked_sub(self.lag(h));
+        self.seasonal_mean(idx).unwrap_or(last_finite)
     }
 
     pub(crate) fn predict_point(&self, horizon: usize, out: &mut Vec<f64>) -> Result<()> {
@@ -134,17 +162,36 @@ impl LagCore {
         if out.iter().all(|v| v.is_finite()) { Ok(()) } else { Err(Error::NonFinite { model: self.kind }) }
     }
 
-    /// The errors `y_t − y_{t−lag}` over the last `error_window` positions.
+    /// The errors `y_t − y_{t−lag}` (or of the mean over `cycles` seasons
+    /// from there) over the last `error_window` positions.
     fn lag_errors(&self, lag: usize, out: &mut Vec<f64>) {
         out.clear();
         let len = self.buf.len();
         let first = len.saturating_sub(self.config.error_window).max(lag);
         for t in first..len {
-            let (a, b) = (self.buf[t], self.buf[t - lag]);
-            if a.is_finite() && b.is_finite() {
+            let a = self.buf[t];
+            if !a.is_finite() {
+                continue;
+            }
+            let b = if self.cycles == 1 {
+                // One season: the value itself, not an earlier one in its
+                // place (a gap is not an error of the model).
+                Some(self.buf[t - lag]).filter(|v| v.is_finite())
+            } else {
+                self.seasonal_mean(Some(t - lag))
+            };
+            if let Some(b) = b {
                 out.push(a - b);
             }
         }
+    }
+
+    /// The mean absolute one-season error over the error window (`None`
+    /// without an error): how well the core would have done recently.
+    pub(crate) fn mean_abs_error(&self) -> Option<f64> {
+        let mut errors = Vec::with_capacity(self.config.error_window);
+        self.lag_errors(self.season, &mut errors);
+        (!errors.is_empty()).then(|| errors.iter().map(|e| e.abs()).sum::<f64>() / errors.len() as f64)
     }
 
     /// Interval offsets for lag `lag`, falling back to the base lag scaled by
@@ -239,7 +286,7 @@ impl Model for SeasonalNaive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::testing::{daily_sine, gaussian_noise};
+    use crate::forecast::testing::{daily_sine, gaussian_noise, one_step_coverage};
 
     fn seasons() -> Seasons {
         Seasons::from_step(300).expect("valid step")
@@ -288,16 +335,7 @@ mod tests {
         let noise = gaussian_noise(20 * s.day, 7);
         let mut m = SeasonalNaive::day(&s, NaiveConfig::for_seasons(&s));
         m.fit(&noise[..3 * s.day]).expect("three days");
-        let (mut inside, mut total) = (0, 0);
-        for &v in &noise[3 * s.day..] {
-            let f = m.predict(1, 0.9).expect("fitted");
-            total += 1;
-            if f.lower[0] <= v && v <= f.upper[0] {
-                inside += 1;
-            }
-            m.update(v);
-        }
-        let rate = inside as f64 / total as f64;
+        let rate = one_step_coverage(&mut m, &noise[3 * s.day..]);
         assert!((0.86..=0.94).contains(&rate), "coverage {rate}");
     }
 }

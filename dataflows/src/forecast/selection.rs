@@ -116,6 +116,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use super::cycle::{Cycle, CycleConfig};
 use super::holt_winters::{HoltWinters, HoltWintersConfig};
 use super::intervals::Calibrator;
 use super::last_value::LastValue;
@@ -181,6 +182,8 @@ pub struct EnsembleConfig {
     pub mstl: MstlConfig,
     /// Exponential smoothing settings.
     pub ses: SesConfig,
+    /// Cycle search settings.
+    pub cycle: CycleConfig,
 }
 
 impl EnsembleConfig {
@@ -205,6 +208,7 @@ impl EnsembleConfig {
             holt_winters: HoltWintersConfig::for_seasons(seasons),
             mstl: MstlConfig::for_seasons(seasons),
             ses: SesConfig::for_seasons(seasons),
+            cycle: CycleConfig::for_seasons(seasons),
         }
     }
 
@@ -270,6 +274,7 @@ impl EnsembleConfig {
         match kind {
             ModelKind::LastValue => Box::new(LastValue::new(self.naive)),
             ModelKind::Ses => Box::new(Ses::new(self.ses)),
+            ModelKind::Cycle => Box::new(Cycle::new(s, self.cycle, self.naive)),
             ModelKind::SeasonalNaiveDay => Box::new(SeasonalNaive::day(s, self.naive)),
             ModelKind::SeasonalNaiveWeek => Box::new(SeasonalNaive::week(s, self.naive)),
             ModelKind::HoltWinters => Box::new(HoltWinters::new(s, self.holt_winters)),
@@ -916,6 +921,21 @@ mod tests {
         assert_ne!(f.model, ModelKind::LastValue, "{:?}", e.candidates());
         assert!(f.recent_error < 1.0);
         assert_eq!(f.note, None);
+    }
+
+    #[test]
+    fn an_hourly_job_is_forecast_by_its_cycle() {
+        let s = seasons();
+        let mut e = ensemble(&ModelKind::ALL);
+        for v in crate::forecast::testing::bursts(3 * s.day, 12.0, 21) {
+            e.push(v);
+        }
+        let f = e.forecast(12, 0.9).expect("ready");
+        assert_eq!(f.model, ModelKind::Cycle, "{:?}", e.candidates());
+        // The history ends 72 cycles in; the next bursts are 6 and 7 on.
+        let upper_bursts: Vec<usize> = (1..=12).filter(|h| f.forecast.point[h - 1] > 25.0).collect();
+        assert_eq!(upper_bursts, vec![6, 7]);
+        assert!(f.note.is_some_and(|n| n.contains("cycle of 12 steps")));
     }
 
     /// Regression: ranked by mean absolute error, the seasonal-naive model

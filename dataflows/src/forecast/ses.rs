@@ -274,7 +274,7 @@ impl Model for Ses {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::forecast::testing::gaussian_noise;
+    use crate::forecast::testing::{gaussian_noise, one_step_coverage};
 
     fn model() -> Ses {
         Ses::new(SesConfig::for_seasons(&Seasons::from_step(300).expect("valid step")))
@@ -355,14 +355,7 @@ mod tests {
         m.fit(&y[..1000]).expect("long enough");
         let f = m.predict(12, 0.9).expect("fitted");
         assert!(f.upper[11] - f.lower[11] > f.upper[0] - f.lower[0]);
-        let (mut inside, mut total) = (0, 0);
-        for &v in &y[1000..] {
-            let f = m.predict(1, 0.9).expect("fitted");
-            total += 1;
-            inside += usize::from(f.lower[0] <= v && v <= f.upper[0]);
-            m.update(v);
-        }
-        let rate = inside as f64 / total as f64;
+        let rate = one_step_coverage(&mut m, &y[1000..]);
         assert!((0.86..=0.94).contains(&rate), "coverage {rate}");
     }
 

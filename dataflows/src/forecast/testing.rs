@@ -1,6 +1,6 @@
 //! Deterministic synthetic series for the unit tests.
 
-use super::Seasons;
+use super::{Model, Seasons};
 
 /// SplitMix64: a tiny, seedable generator so tests are reproducible.
 pub(crate) struct SplitMix(u64);
@@ -45,4 +45,34 @@ pub(crate) fn daily_sine(seasons: &Seasons, n: usize, sd: f64) -> Vec<f64> {
             100.0 + 20.0 * phase.sin() + sd * rng.normal()
         })
         .collect()
+}
+
+/// A base load of 10 with a burst of 30 more lasting two steps every
+/// `every` steps (which may be fractional: a burst starts at the step the
+/// job's clock falls in), plus standard normal noise.
+pub(crate) fn bursts(n: usize, every: f64, seed: u64) -> Vec<f64> {
+    let noise = gaussian_noise(n, seed);
+    let mut next: f64 = 5.0;
+    let mut y = Vec::with_capacity(n);
+    for (t, e) in noise.iter().enumerate() {
+        let t = t as f64;
+        let burst = t >= next.floor() && t < next.floor() + 2.0;
+        if t >= next.floor() + 1.0 {
+            next += every;
+        }
+        y.push(10.0 + e + if burst { 30.0 } else { 0.0 });
+    }
+    y
+}
+
+/// The share of `values` inside the one-step 90% interval of `model`,
+/// forecasting each value and then updating the model with it.
+pub(crate) fn one_step_coverage(model: &mut dyn Model, values: &[f64]) -> f64 {
+    let mut inside = 0usize;
+    for &v in values {
+        let f = model.predict(1, 0.9).expect("the model is fitted");
+        inside += usize::from(f.lower[0] <= v && v <= f.upper[0]);
+        model.update(v);
+    }
+    inside as f64 / values.len().max(1) as f64
 }
