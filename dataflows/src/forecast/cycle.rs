@@ -24,6 +24,11 @@
 //! uses the most recent values. A cycle that is not a whole number of
 //! steps (13.7) peaks highest at the multiple closest to one (41 = 3 ×
 //! 13.7), and that multiple is chosen when its peak is clearly higher.
+//! The cycle must also show in each half of the window on its own
+//! ([`CycleConfig::min_half_correlation`]): bursts that ran for a day
+//! and stopped still peak over two days, and a cycle that comes and goes
+//! (a lag of 12 steps one day, 36 the next, then none) cost more at
+//! equal service than it saved on the days it held.
 //!
 //! **Forecasts and intervals** are those of the seasonal naive core
 //! ([`super::seasonal_naive`]) with the cycle as its season, averaging the
@@ -62,6 +67,9 @@ pub struct CycleConfig {
     /// Peaks this close to the highest count as equally good; the shortest
     /// of them is the cycle (default 0.05).
     pub harmonic_tolerance: f64,
+    /// Autocorrelation at the cycle (or a step either side) that each half
+    /// of the window must show on its own (default 0.25).
+    pub min_half_correlation: f64,
     /// Most cycles averaged into a forecast (default 4); the number used
     /// is chosen at each fit, see the module docs.
     pub max_cycles: usize,
@@ -77,6 +85,7 @@ impl CycleConfig {
             min_correlation: 0.45,
             min_rise: 0.1,
             harmonic_tolerance: 0.05,
+            min_half_correlation: 0.25,
             max_cycles: 4,
         }
     }
@@ -164,6 +173,22 @@ impl Cycle {
         self.core.as_ref().map(LagCore::cycles)
     }
 
+    /// Which half of `recent` (`"first"` or `"second"`) does not show the
+    /// cycle on its own, if one does not: a burst pattern that ran for a
+    /// day and stopped still peaks over two days, and forecast by, it
+    /// would be carried into a day without it.
+    fn missing_half(&self, recent: &[f64], period: usize) -> Option<&'static str> {
+        let mid = recent.len() / 2;
+        [("first", &recent[..mid]), ("second", &recent[mid..])].into_iter().find_map(|(name, half)| {
+            // A half that does not vary has no cycle either.
+            let Some(r) = autocorrelation(half, period + 1) else { return Some(name) };
+            // One step either side: a cycle that is not a whole number of
+            // steps peaks a step off in a window this short.
+            let best = r[period - 1..=period + 1].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (best < self.config.min_half_correlation).then_some(name)
+        })
+    }
+
     fn fitted_core(&self) -> Result<&LagCore> {
         self.core.as_ref().ok_or(Error::NotFitted { model: ModelKind::Cycle })
     }
@@ -193,6 +218,15 @@ impl Model for Cycle {
                 ),
             });
         };
+        if let Some(day) = self.missing_half(recent, period) {
+            return Err(Error::NotApplicable {
+                model: ModelKind::Cycle,
+                reason: format!(
+                    "the cycle of {period} steps is not in the {day} half of the last {} steps",
+                    recent.len()
+                ),
+            });
+        }
         // The number of cycles averaged is the one that would have
         // forecast the window best: one for crisp bursts that drift in
         // phase, more for a cycle under noise.
@@ -299,6 +333,22 @@ mod tests {
             .collect();
         m.fit(&rising).expect("rising hourly bursts");
         assert_eq!((m.period(), m.cycles()), (Some(12), Some(1)));
+    }
+
+    #[test]
+    fn a_cycle_that_stopped_a_day_ago_is_not_forecast() {
+        let s = seasons();
+        let mut y = bursts(2 * s.day, 12.0, 23);
+        let quiet = gaussian_noise(s.day, 29);
+        for (v, n) in y[s.day..].iter_mut().zip(quiet) {
+            *v = 10.0 + n;
+        }
+        let mut m = model();
+        let err = m.fit(&y).expect_err("bursts in the first day only");
+        assert!(err.to_string().contains("not in the second half"), "{err}");
+        // Over the two days together the first day's bursts still peak.
+        let r = autocorrelation(&y, 13).expect("varies");
+        assert!(r[12] > 0.45, "{}", r[12]);
     }
 
     #[test]
