@@ -85,6 +85,17 @@ impl CloseClock {
         }
         passed.get(first).map(|&(_, at)| at)
     }
+
+    /// Whether the window ending at `end` closed only because the input
+    /// ended (every worker's frontier jumped to the end of time): such a
+    /// close flushes every pending window of every width at once, which a
+    /// stream that goes on never does, so a benchmark of the running
+    /// stream times its decisions apart.
+    pub fn closed_by_end_of_input(&self, end: Millis) -> bool {
+        let passed = self.passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = passed.partition_point(|&(f, _)| f <= end);
+        passed.get(first).is_some_and(|&(f, _)| f == Millis::MAX)
+    }
 }
 
 /// The least slot, once every slot is set (`None` sorts first).
@@ -120,7 +131,10 @@ mod tests {
         // The end of the input closes everything.
         clock.advanced(0, Millis::MAX);
         assert_eq!(clock.closed_at(400_000), None);
+        assert!(!clock.closed_by_end_of_input(400_000), "not closed yet");
         clock.advanced(1, Millis::MAX);
         assert!(clock.closed_at(400_000).is_some());
+        assert!(clock.closed_by_end_of_input(400_000));
+        assert!(!clock.closed_by_end_of_input(300_000), "closed while the input ran");
     }
 }
