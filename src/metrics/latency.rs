@@ -77,13 +77,7 @@ impl CloseClock {
     /// frontier first passed `end`. `None` if it has not, or so long ago
     /// that the clock forgot.
     pub fn closed_at(&self, end: Millis) -> Option<Instant> {
-        let passed = self.passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = passed.partition_point(|&(f, _)| f <= end);
-        // Before the first remembered entry, the close may be older still.
-        if first == 0 && passed.len() >= REMEMBERED {
-            return None;
-        }
-        passed.get(first).map(|&(_, at)| at)
+        self.close(end).map(|(_, at)| at)
     }
 
     /// Whether the window ending at `end` closed only because the input
@@ -92,9 +86,18 @@ impl CloseClock {
     /// stream that goes on never does, so a benchmark of the running
     /// stream times its decisions apart.
     pub fn closed_by_end_of_input(&self, end: Millis) -> bool {
+        self.close(end).is_some_and(|(f, _)| f == Millis::MAX)
+    }
+
+    /// The first frontier past `end` and when it was reached.
+    fn close(&self, end: Millis) -> Option<(Millis, Instant)> {
         let passed = self.passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let first = passed.partition_point(|&(f, _)| f <= end);
-        passed.get(first).is_some_and(|&(f, _)| f == Millis::MAX)
+        // Before the first remembered entry, the close may be older still.
+        if first == 0 && passed.len() >= REMEMBERED {
+            return None;
+        }
+        passed.get(first).copied()
     }
 }
 
