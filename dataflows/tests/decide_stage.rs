@@ -72,7 +72,9 @@ fn spec(target: f64) -> ScalerSpec {
 }
 
 /// Spec updates by step: scaler "web" on series 2 until step 30, "api"
-/// on series 3 from step 10 (edited at step 20), the default elsewhere.
+/// on series 3 from step 10 (edited at step 20), "batch" on series 4 from
+/// step 5, moved to series 5 at step 35 (retracted from 4 and added to
+/// 5, as the watcher sends a move); the default elsewhere.
 fn updates() -> Vec<(u64, SpecUpdate)> {
     let up = |step: u64, scaler: &str, i, spec| {
         (step, SpecUpdate { time_ms: step * STEP, scaler: scaler.into(), series: key(i), spec })
@@ -82,6 +84,9 @@ fn updates() -> Vec<(u64, SpecUpdate)> {
         up(10, "api", 3, Some(spec(6.0))),
         up(20, "api", 3, Some(spec(4.0))),
         up(30, "web", 2, None),
+        up(5, "batch", 4, Some(spec(7.0))),
+        up(35, "batch", 4, None),
+        up(35, "batch", 5, Some(spec(7.0))),
     ]
 }
 
@@ -290,6 +295,15 @@ fn decisions_match_a_sequential_run_on_one_and_three_workers() {
         reasons.iter().any(|d| d.scaler == DEFAULT_SCALER && d.series.deployment == "d2" && d.time_ms >= 30 * STEP)
     );
     assert!(reasons.iter().any(|d| d.scaler == "api" && d.time_ms > 20 * STEP));
+    // The moved scaler decides for its new series only, and the default
+    // takes the old one back.
+    let on = |scaler: &str, deployment: &str, from: u64, to: u64| {
+        reasons.iter().any(|d| {
+            d.scaler == scaler && d.series.deployment == deployment && (from * STEP..to * STEP).contains(&d.time_ms)
+        })
+    };
+    assert!(on("batch", "d4", 5, 35) && on("batch", "d5", 35, STEPS + 1));
+    assert!(!on("batch", "d4", 35, STEPS + 1) && on(DEFAULT_SCALER, "d4", 35, STEPS + 1));
     let stale = reasons.iter().find(|d| d.reason.to_string() == "fallback:stale").unwrap();
     assert_eq!((stale.series.deployment.as_str(), stale.current), ("d0", stale.desired));
     assert!(reasons.iter().all(|d| !(d.series.deployment == "d1" && d.time_ms >= 25 * STEP && d.desired < d.current)));

@@ -202,7 +202,11 @@ pub struct LoadReading {
     pub pods: u32,
 }
 
-/// A scaler appearing, changing or going away.
+/// A scaler appearing, changing or going away, on one series. Updates
+/// reach the worker that owns their series, so a scaler that moves to
+/// another series is retracted from the old one (`spec: None`, naming the
+/// old series) and added to the new one, as the PredictiveScaler watcher
+/// does; an update never touches the scaler's other series.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpecUpdate {
     /// Event time from which the update applies (ms). Timely's message

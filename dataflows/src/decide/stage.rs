@@ -129,38 +129,34 @@ pub struct DecideSettings {
 /// The scalers on one worker.
 #[derive(Default)]
 struct Scalers {
-    /// (namespace, name) → target series and state.
-    explicit: FxHashMap<(String, String), (SeriesKey, Scaler)>,
-    /// Series → names of the explicit scalers targeting it.
-    targeting: FxHashMap<SeriesKey, BTreeSet<String>>,
+    /// Series → the explicit scalers targeting it, by name. Keyed by
+    /// series, as updates are: each worker holds the scalers of its own
+    /// series, whatever other workers hold.
+    targeting: FxHashMap<SeriesKey, BTreeMap<String, Scaler>>,
     /// Default scalers, per series with no explicit one.
     defaults: FxHashMap<SeriesKey, Scaler>,
 }
 
 impl Scalers {
     fn update(&mut self, u: SpecUpdate, cadence: Option<Millis>) {
-        let id = (u.series.namespace.clone(), u.scaler.clone());
         match u.spec {
-            Some(spec) => match self.explicit.get_mut(&id) {
-                Some((series, scaler)) if *series == u.series => scaler.set_spec(spec),
-                _ => {
-                    self.remove(&id);
-                    self.targeting.entry(u.series.clone()).or_default().insert(u.scaler);
-                    self.defaults.remove(&u.series);
-                    self.explicit.insert(id, (u.series, Scaler::new(spec).with_cadence(cadence)));
+            Some(spec) => {
+                self.defaults.remove(&u.series);
+                let scalers = self.targeting.entry(u.series).or_default();
+                match scalers.get_mut(&u.scaler) {
+                    Some(scaler) => scaler.set_spec(spec),
+                    None => {
+                        scalers.insert(u.scaler, Scaler::new(spec).with_cadence(cadence));
+                    }
                 }
-            },
-            None => self.remove(&id),
-        }
-    }
-
-    fn remove(&mut self, id: &(String, String)) {
-        if let Some((series, _)) = self.explicit.remove(id)
-            && let Some(names) = self.targeting.get_mut(&series)
-        {
-            names.remove(&id.1);
-            if names.is_empty() {
-                self.targeting.remove(&series);
+            }
+            None => {
+                if let Some(scalers) = self.targeting.get_mut(&u.series) {
+                    scalers.remove(&u.scaler);
+                    if scalers.is_empty() {
+                        self.targeting.remove(&u.series);
+                    }
+                }
             }
         }
     }
@@ -173,12 +169,9 @@ impl Scalers {
         default: Option<(&ScalerSpec, Option<Millis>)>,
         mut f: impl FnMut(&str, &mut Scaler),
     ) {
-        if let Some(names) = self.targeting.get(series) {
-            for name in names {
-                let id = (series.namespace.clone(), name.clone());
-                if let Some((_, scaler)) = self.explicit.get_mut(&id) {
-                    f(name, scaler);
-                }
+        if let Some(scalers) = self.targeting.get_mut(series) {
+            for (name, scaler) in scalers.iter_mut() {
+                f(name, scaler);
             }
         } else if let Some((spec, cadence)) = default {
             let scaler =
