@@ -107,6 +107,10 @@ pub struct BacktestArgs {
     /// Target utilisations swept for equal service: FROM:TO:STEP.
     #[arg(long, default_value = "0.1:1.2:0.02")]
     pub sweep: String,
+    /// Scale-down stabilisation windows swept with each target, for HPA
+    /// and prescale alike (Kubernetes' 300 s is always added).
+    #[arg(long, value_delimiter = ',', default_value = "0s,30s,60s,120s,300s")]
+    pub sweep_windows: Vec<String>,
     /// Start of scoring (at most half the trace).
     #[arg(long, default_value = "7d")]
     pub warmup: String,
@@ -153,6 +157,7 @@ impl BacktestArgs {
         }
         let n = ((to - from) / step + 1e-9).floor() as usize;
         s.sweep = (0..=n).map(|i| ((from + i as f64 * step) * 1e6).round() / 1e6).collect();
+        s.windows = self.sweep_windows.iter().map(|w| duration("--sweep-windows", w.trim())).collect::<Result<_>>()?;
         s.validate()
     }
 }

@@ -22,6 +22,8 @@ fn backtest_reports_every_policy_at_the_common_target_and_at_equal_service() {
         "azure_v2_total_vm_cpu_usage",
         "--sweep",
         "0.5:0.95:0.05",
+        "--sweep-windows",
+        "0s",
         "--workers",
         "2",
         "--json",
@@ -63,6 +65,14 @@ fn backtest_reports_every_policy_at_the_common_target_and_at_equal_service() {
         for field in ["budget_fraction", "target_utilization", "replica_hours", "underprovisioned_minutes", "met"] {
             assert!(e.get(field).is_some(), "{field} missing from {e}");
         }
+        // Both policies are tuned on the same windows: the one asked for
+        // and Kubernetes' default.
+        let window = e["scale_down_stabilization_s"].as_u64();
+        if name == "hpa" || name == "prescale" {
+            assert!(matches!(window, Some(0 | 300)), "{e}");
+        } else {
+            assert_eq!(window, None, "{e}");
+        }
         if e["met"] == true {
             // 23 scored days of minutes, 0.5% of them.
             assert!(e["underprovisioned_minutes"].as_f64().unwrap() <= 0.005 * 23.0 * 1440.0 + 1e-6, "{e}");
@@ -89,6 +99,14 @@ fn backtest_refuses_bad_flags_with_the_flag_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--series"));
+    for windows in ["2h", "soon"] {
+        let out = common::prescale()
+            .args(["backtest", "--trace", &trace("dc_aggregates").to_string_lossy(), "--sweep-windows", windows])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{windows}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--sweep-windows"), "{windows}");
+    }
 }
 
 #[test]
@@ -109,12 +127,12 @@ fn run_ends_with_the_comparison_against_hpa_and_the_oracle() {
 /// (after the 30 s lateness) 90 s into a surprise, so prescale scaled up
 /// after the simulated HPA (60 s metric delay) on every burst it had not
 /// forecast. With 15 s windows its first scale-up lands 45 s in.
-#[test]
-fn an_unforecast_burst_is_met_before_the_hpa_does() {
+/// Six days of a flat 10 on 5-minute steps, and a burst to 60 for two
+/// steps at noon on day five (the first three days only feed models),
+/// backtested at 70% with the given scale-down windows.
+fn backtest_one_burst(name: &str, windows: Vec<u64>) -> prescale::backtest::Backtest {
     use prescale::backtest::{BacktestSettings, run};
 
-    // Six days of a flat 10 on 5-minute steps, and a burst to 60 for two
-    // steps at noon on day five (the first three days only feed models).
     let step = 300u64;
     let burst = 4 * 86_400 + 12 * 3600;
     let mut csv = String::from("timestamp,series,value\n");
@@ -122,12 +140,19 @@ fn an_unforecast_burst_is_met_before_the_hpa_does() {
         let v = if (burst..burst + 2 * step).contains(&t) { 60.0 } else { 10.0 };
         csv.push_str(&format!("{t},burst,{v}\n"));
     }
-    let path = std::env::temp_dir().join(format!("prescale-burst-{}.csv", std::process::id()));
+    let path = std::env::temp_dir().join(format!("prescale-{name}-{}.csv", std::process::id()));
     std::fs::write(&path, csv).unwrap();
     let mut settings = BacktestSettings::new(path.clone());
     settings.sweep = vec![0.7];
+    settings.windows = windows;
     let out = run(&settings.validate().unwrap()).unwrap();
     std::fs::remove_file(&path).ok();
+    out
+}
+
+#[test]
+fn an_unforecast_burst_is_met_before_the_hpa_does() {
+    let out = backtest_one_burst("burst", vec![]);
 
     // Under-provisioned minutes at the common target: the burst needs 120
     // pods ready at the SLO, from about 25. prescale's floor sees the
@@ -139,4 +164,24 @@ fn an_unforecast_burst_is_met_before_the_hpa_does() {
     let (prescale, hpa) = (under("prescale"), under("hpa"));
     assert!(prescale <= 3.25 + 1e-9, "prescale under-provisioned {prescale} min");
     assert!(prescale < hpa, "prescale {prescale} min, HPA {hpa} min");
+}
+
+/// The window swept is the one each policy runs with: after the burst,
+/// both release its pods at once without a window and hold them five
+/// minutes longer with Kubernetes' default.
+#[test]
+fn the_swept_window_reaches_both_hpa_and_prescale() {
+    let out = backtest_one_burst("windows", vec![0]);
+    for policy in ["hpa", "prescale"] {
+        let cost = |window: u64| {
+            let curve = out
+                .curves
+                .iter()
+                .find(|c| c.policy == policy && c.scale_down_stabilization_s == window)
+                .unwrap_or_else(|| panic!("no {policy} curve at {window} s"));
+            curve.points[0].1
+        };
+        // About 100 pods more than needed for five minutes: 8 pod-hours.
+        assert!(cost(0) + 4.0 < cost(300), "{policy}: {} replica-h at 0 s, {} at 300 s", cost(0), cost(300));
+    }
 }

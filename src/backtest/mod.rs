@@ -3,15 +3,21 @@
 //!
 //! The trace is replayed through the same dataflow `prescale run` builds
 //! (features → forecast → decide) on timely workers; the decide stage gets
-//! one scaler per series and target utilisation of the sweep, so a single
-//! pass over the trace yields prescale's decisions at every target. Each
-//! series is then simulated ([`crate::simulate`]) under every policy:
-//! HPA and prescale at every target of the sweep, the oracle and the
-//! static peak once. Reported per series: each policy at the common target
-//! (HPA's usual 70%), and each policy at *equal service* — the fewest
-//! replica-hours any target of the sweep needs to stay within the
-//! under-provisioning budget — with the share of the HPA–oracle gap
-//! prescale closes. [`report`] renders the table, the JSON and the HTML.
+//! one scaler per series and [`Tuning`] of the sweep (a target utilisation
+//! and a scale-down stabilisation window), so a single pass over the trace
+//! yields prescale's decisions at every tuning. Each series is then
+//! simulated ([`crate::simulate`]) under every policy: HPA and prescale at
+//! every tuning, the oracle and the static peak once. Reported per series:
+//! each policy at the common tuning (HPA's usual 70% with Kubernetes'
+//! default 300 s window), and each policy at *equal service* — the fewest
+//! replica-hours any tuning needs to stay within the under-provisioning
+//! budget — with the share of the HPA–oracle gap prescale closes.
+//! [`report`] renders the table, the JSON and the HTML.
+//!
+//! Both policies are tuned on the same grid. The window is part of it
+//! because a policy that looks ahead may need less of it than one that
+//! reacts: a shorter window that only prescale were given would be a
+//! saving HPA could have had too.
 //!
 //! The first `warmup` of the trace (default 7 days, at most half of it)
 //! feeds the models but is not scored, for any policy: a deployment
@@ -69,6 +75,10 @@ pub struct BacktestSettings {
     pub budget: f64,
     /// Target utilisations swept for equal service.
     pub sweep: Vec<f64>,
+    /// Scale-down stabilisation windows swept for equal service (default
+    /// 0, 30, 60, 120 s and Kubernetes' 300 s, which is always among
+    /// them: HPA's best lies anywhere from 30 to 120 s, by series).
+    pub windows: Vec<Millis>,
     /// The interval level prescale sizes for (default 0.6).
     pub level: Option<f64>,
     /// Scored from this far into the trace (default 7 d, at most half).
@@ -90,6 +100,7 @@ impl BacktestSettings {
             slo_utilization: 0.85,
             budget: 0.005,
             sweep: (5..=60).map(|i| f64::from(i) * 0.02).collect(),
+            windows: vec![0, 30 * SECOND, MINUTE, 2 * MINUTE, DEFAULT_WINDOW],
             level: None,
             warmup: 7 * DAY,
             workers: 1,
@@ -123,6 +134,16 @@ impl BacktestSettings {
         }
         self.sweep.sort_by(f64::total_cmp);
         self.sweep.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        if let Some(&w) = self.windows.iter().find(|&&w| w > HOUR) {
+            // HPA's API caps the window at an hour.
+            return Err(Error::invalid("--sweep-windows", format!("{} s is longer than an hour", w / SECOND)));
+        }
+        self.windows.push(DEFAULT_WINDOW);
+        self.windows.sort_unstable();
+        self.windows.dedup();
+        if self.sweep.len() * self.windows.len() > usize::from(u16::MAX) {
+            return Err(Error::invalid("--sweep-windows", "targets × windows must stay below 65,536"));
+        }
         if self.workers == 0 {
             return Err(Error::invalid("--workers", "must be at least 1"));
         }
@@ -132,6 +153,47 @@ impl BacktestSettings {
             return Err(Error::invalid("--level", format!("{l} must be at least 0 and below 1")));
         }
         Ok(self)
+    }
+}
+
+/// Kubernetes' default scale-down stabilisation window, the common
+/// tuning's.
+const DEFAULT_WINDOW: Millis = 300 * SECOND;
+
+/// One point of the sweep, applied alike to HPA and prescale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tuning {
+    /// Target utilisation (0.7 = 70% of a replica's capacity).
+    pub target: f64,
+    /// Scale-down stabilisation window (ms).
+    pub window: Millis,
+}
+
+impl Tuning {
+    fn is(&self, other: &Tuning) -> bool {
+        (self.target - other.target).abs() < 1e-9 && self.window == other.window
+    }
+
+    /// Kubernetes' default behaviour with this tuning's window.
+    fn behavior(&self) -> decide::Behavior {
+        let mut b = decide::Behavior::default();
+        b.scale_down.stabilization = self.window;
+        b
+    }
+}
+
+impl BacktestSettings {
+    /// Every tuning of the sweep, window by window.
+    pub fn tunings(&self) -> Vec<Tuning> {
+        self.windows
+            .iter()
+            .flat_map(|&window| self.sweep.iter().map(move |&target| Tuning { target, window }))
+            .collect()
+    }
+
+    /// HPA's usual configuration: the common target, the default window.
+    pub fn common(&self) -> Tuning {
+        Tuning { target: self.target_utilization, window: DEFAULT_WINDOW }
     }
 }
 
@@ -211,32 +273,32 @@ pub fn load_trace(path: &Path, decode: &DecodeOptions) -> Result<Vec<TraceSeries
         .collect()
 }
 
-/// A decision as the backtest keeps it: which series and target, when,
-/// how many, why, and (for the common target) the forecast band.
+/// A decision as the backtest keeps it: which series and tuning, when,
+/// how many, why, and (for the common tuning) the forecast band.
 #[derive(Clone, Copy, Debug)]
 struct Kept {
     series: u32,
-    target: u16,
+    tuning: u16,
     time: Millis,
     desired: u32,
     reason: Reason,
     band: Option<(f32, f32)>,
 }
 
-/// The scaler name for series `s` and the sweep's `i`-th target. Scaler
+/// The scaler name for series `s` and the sweep's `i`-th tuning. Scaler
 /// names are unique within a namespace, as Kubernetes names are.
 fn scaler_name(s: usize, i: usize) -> String {
-    format!("series-{s}-target-{i}")
+    format!("series-{s}-tuning-{i}")
 }
 
-/// One series' decisions, by target index.
+/// One series' decisions, by tuning index.
 #[derive(Clone, Debug, Default)]
 pub struct SeriesDecisions {
-    /// `(time, desired)` per target of the sweep.
-    pub by_target: Vec<Vec<(Millis, u32)>>,
-    /// `(time, point, upper)` of the forecasts the common target used.
+    /// `(time, desired)` per tuning of the sweep.
+    pub by_tuning: Vec<Vec<(Millis, u32)>>,
+    /// `(time, point, upper)` of the forecasts the common tuning used.
     pub band: Vec<(Millis, f64, f64)>,
-    /// Reasons of the common target's decisions.
+    /// Reasons of the common tuning's decisions.
     pub reasons: BTreeMap<String, u64>,
 }
 
@@ -269,14 +331,14 @@ const REACTIVE_WIDTH: Millis = 15 * SECOND;
 /// prescale's decisions reach the cluster this long after their time.
 const LATENESS: Millis = 30 * SECOND;
 
-/// The scaler for one series and target.
-fn scaler_spec(step: Millis, capacity: f64, target: f64, max: u32, settings: &BacktestSettings) -> ScalerSpec {
+/// The scaler for one series and tuning.
+fn scaler_spec(step: Millis, capacity: f64, tuning: Tuning, max: u32, settings: &BacktestSettings) -> ScalerSpec {
     // With steps longer than the defaults, a missing step is not a gap.
     let patience = (15 * MINUTE).max(3 * step);
     ScalerSpec {
         min_replicas: 1,
         max_replicas: max,
-        target_per_replica: capacity * target,
+        target_per_replica: capacity * tuning.target,
         horizon: step,
         // Decisions reach the cluster `LATENESS` after the window ends,
         // and pods are ready `startup` later.
@@ -288,6 +350,7 @@ fn scaler_spec(step: Millis, capacity: f64, target: f64, max: u32, settings: &Ba
             recover_after: patience,
             ..FallbackSpec::default()
         },
+        behavior: tuning.behavior(),
         ..ScalerSpec::default()
     }
 }
@@ -368,26 +431,24 @@ fn decide_over_trace(
         stage_settings(step, settings.level.unwrap_or(DEFAULT_LEVEL), settings.startup + LATENESS);
     let features_settings = features_settings.validate()?;
     let forecast_settings = forecast_settings.validate(&features_settings.tumbling)?;
-    let targets = settings.sweep.len();
+    let tunings = settings.tunings();
+    // `validate` keeps the tunings below `u16::MAX`.
     let names: Arc<FxHashMap<String, (u32, u16)>> = Arc::new(
-        (0..series.len()).flat_map(|s| (0..targets).map(move |i| (scaler_name(s, i), (s as u32, i as u16)))).collect(),
+        (0..series.len())
+            .flat_map(|s| (0..tunings.len()).map(move |i| (scaler_name(s, i), (s as u32, i as u16))))
+            .collect(),
     );
-    let common = settings.sweep.iter().position(|u| (u - settings.target_utilization).abs() < 1e-9).unwrap_or(0);
+    let common = tunings.iter().position(|t| t.is(&settings.common())).unwrap_or(0);
     let updates: Vec<SpecUpdate> = series
         .iter()
         .enumerate()
         .flat_map(|(n, (s, capacity))| {
-            settings.sweep.iter().enumerate().map(move |(i, u)| SpecUpdate {
+            let max = max_replicas(s, *capacity, settings.slo_utilization);
+            tunings.iter().enumerate().map(move |(i, &tuning)| SpecUpdate {
                 time_ms: 0,
                 scaler: scaler_name(n, i),
                 series: s.key.clone(),
-                spec: Some(scaler_spec(
-                    step,
-                    *capacity,
-                    *u,
-                    max_replicas(s, *capacity, settings.slo_utilization),
-                    settings,
-                )),
+                spec: Some(scaler_spec(step, *capacity, tuning, max, settings)),
             })
         })
         .collect();
@@ -413,13 +474,13 @@ fn decide_over_trace(
             let readings = decide::readings(rows.clone(), settings.reactive_width, Signal::Total);
             decide::decisions(forecasts, readings, specs.to_stream(scope), quality::flags(rejected), &settings)
                 .inspect(move |d| {
-                    let Some(&(series, target)) = names.get(&d.scaler) else { return };
-                    let band = (usize::from(target) == common)
+                    let Some(&(series, tuning)) = names.get(&d.scaler) else { return };
+                    let band = (usize::from(tuning) == common)
                         .then(|| d.forecast.as_ref().map(|f| (f.point as f32, f.upper as f32)))
                         .flatten();
                     sink.borrow_mut().push(Kept {
                         series,
-                        target,
+                        tuning,
                         time: d.time_ms,
                         desired: d.desired,
                         reason: d.reason,
@@ -459,14 +520,14 @@ fn decide_over_trace(
     }
     let kept = std::mem::take(&mut *kept.lock().map_err(|_| Error::Runtime("a worker panicked".into()))?);
     let mut out: Vec<SeriesDecisions> = (0..series.len())
-        .map(|_| SeriesDecisions { by_target: vec![Vec::new(); settings.sweep.len()], ..SeriesDecisions::default() })
+        .map(|_| SeriesDecisions { by_tuning: vec![Vec::new(); tunings.len()], ..SeriesDecisions::default() })
         .collect();
     for k in kept {
         let Some(s) = out.get_mut(k.series as usize) else { continue };
-        if let Some(list) = s.by_target.get_mut(usize::from(k.target)) {
+        if let Some(list) = s.by_tuning.get_mut(usize::from(k.tuning)) {
             list.push((k.time, k.desired));
         }
-        if usize::from(k.target) == common {
+        if usize::from(k.tuning) == common {
             *s.reasons.entry(k.reason.to_string()).or_default() += 1;
             if let Some((point, upper)) = k.band {
                 s.band.push((k.time, f64::from(point), f64::from(upper)));
@@ -474,7 +535,7 @@ fn decide_over_trace(
         }
     }
     for s in &mut out {
-        s.by_target.iter_mut().for_each(|l| l.sort_unstable());
+        s.by_tuning.iter_mut().for_each(|l| l.sort_unstable());
         s.band.sort_by_key(|b| b.0);
     }
     Ok(out)
@@ -511,21 +572,27 @@ pub struct EqualService {
     /// The target chosen: the cheapest within the budget (or, when none
     /// is, the one closest to it).
     pub target_utilization: f64,
+    /// The scale-down stabilisation window chosen with it (seconds; the
+    /// oracle and the static peak have none).
+    pub scale_down_stabilization_s: Option<u64>,
     /// Its replica-hours.
     pub replica_hours: f64,
     /// Its under-provisioned minutes.
     pub underprovisioned_minutes: f64,
-    /// Whether any target of the sweep met the budget.
+    /// Whether any tuning of the sweep met the budget.
     pub met: bool,
 }
 
-/// A policy's cost and under-provisioning at each target of the sweep.
+/// A policy's cost and under-provisioning at each target of the sweep,
+/// with one scale-down stabilisation window.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Curve {
     /// The series.
     pub series: String,
     /// The policy.
     pub policy: String,
+    /// The scale-down stabilisation window (seconds).
+    pub scale_down_stabilization_s: u64,
     /// `(target, replica-hours, under-provisioned minutes)`.
     pub points: Vec<(f64, f64, f64)>,
 }
@@ -574,9 +641,9 @@ pub struct Evaluation<'a> {
     /// The cluster model.
     pub model: ClusterModel,
     /// The sweep.
-    pub sweep: &'a [f64],
-    /// The common target.
-    pub common: f64,
+    pub sweep: &'a [Tuning],
+    /// The common tuning.
+    pub common: Tuning,
     /// The under-provisioning budget.
     pub budget: f64,
     /// How long after their time prescale's decisions reach the cluster.
@@ -587,7 +654,7 @@ pub struct Evaluation<'a> {
 
 impl Evaluation<'_> {
     /// Simulates every policy on `load` (already cut to the scored part),
-    /// with prescale's decisions per target of the sweep.
+    /// with prescale's decisions per tuning of the sweep.
     pub fn run(
         &self,
         name: &str,
@@ -610,24 +677,35 @@ impl Evaluation<'_> {
         };
         for policy in ["hpa", "prescale"] {
             let mut points = Vec::new();
-            for (i, &u) in self.sweep.iter().enumerate() {
-                let is_common = (u - self.common).abs() < 1e-9;
+            for (i, &tuning) in self.sweep.iter().enumerate() {
+                let is_common = tuning.is(&self.common);
                 let mut p: Box<dyn Policy> = if policy == "hpa" {
-                    Box::new(Hpa::new(u, 1, self.max_replicas))
+                    let mut hpa = Hpa::new(tuning.target, 1, self.max_replicas);
+                    hpa.behavior = tuning.behavior();
+                    Box::new(hpa)
                 } else {
                     let steps = decisions.get(i).map(|d| d.iter().map(|&(t, n)| (t + delay, n)).collect());
                     Box::new(Schedule::new(steps.unwrap_or_default()))
                 };
                 let out = simulate(model, load, p.as_mut(), initial, is_common);
-                points.push((u, out.replica_hours, out.underprovisioned_minutes));
+                points.push((tuning, out.replica_hours, out.underprovisioned_minutes));
                 if is_common {
-                    backtest.results.push(result(policy, u, &out));
+                    backtest.results.push(result(policy, tuning.target, &out));
                     timelines.push((policy.to_owned(), out.timeline));
                 }
             }
             let minutes = (load.end() - load.start) as f64 / 60_000.0;
             backtest.equal_service.push(equal_service(name, policy, &points, self.budget, minutes));
-            backtest.curves.push(Curve { series: name.to_owned(), policy: policy.to_owned(), points });
+            let mut windows: Vec<Millis> = points.iter().map(|p| p.0.window).collect();
+            windows.dedup();
+            for window in windows {
+                backtest.curves.push(Curve {
+                    series: name.to_owned(),
+                    policy: policy.to_owned(),
+                    scale_down_stabilization_s: window / SECOND,
+                    points: points.iter().filter(|p| p.0.window == window).map(|p| (p.0.target, p.1, p.2)).collect(),
+                });
+            }
         }
         let slo = model.slo_utilization;
         let mut oracle = Oracle::new(load);
@@ -639,6 +717,7 @@ impl Evaluation<'_> {
             policy: "oracle".into(),
             budget_fraction: self.budget,
             target_utilization: slo,
+            scale_down_stabilization_s: None,
             replica_hours: out.replica_hours,
             underprovisioned_minutes: out.underprovisioned_minutes,
             met: out.underprovisioned_minutes <= self.budget * minutes,
@@ -653,6 +732,7 @@ impl Evaluation<'_> {
             policy: "static-peak".into(),
             budget_fraction: self.budget,
             target_utilization: slo,
+            scale_down_stabilization_s: None,
             replica_hours: out.replica_hours,
             underprovisioned_minutes: out.underprovisioned_minutes,
             met: out.underprovisioned_minutes <= self.budget * minutes,
@@ -662,21 +742,20 @@ impl Evaluation<'_> {
 }
 
 /// The cheapest point within the budget, or the least under-provisioned.
-fn equal_service(series: &str, policy: &str, points: &[(f64, f64, f64)], budget: f64, minutes: f64) -> EqualService {
+fn equal_service(series: &str, policy: &str, points: &[(Tuning, f64, f64)], budget: f64, minutes: f64) -> EqualService {
     let allowed = budget * minutes;
     let within = points.iter().filter(|p| p.2 <= allowed + 1e-9).min_by(|a, b| a.1.total_cmp(&b.1));
+    let none = (Tuning { target: 0.0, window: 0 }, 0.0, 0.0);
     let (chosen, met) = match within {
         Some(p) => (p, true),
-        None => (
-            points.iter().min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1))).unwrap_or(&(0.0, 0.0, 0.0)),
-            false,
-        ),
+        None => (points.iter().min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1))).unwrap_or(&none), false),
     };
     EqualService {
         series: series.to_owned(),
         policy: policy.to_owned(),
         budget_fraction: budget,
-        target_utilization: chosen.0,
+        target_utilization: chosen.0.target,
+        scale_down_stabilization_s: Some(chosen.0.window / SECOND),
         replica_hours: chosen.1,
         underprovisioned_minutes: chosen.2,
         met,
@@ -710,10 +789,11 @@ pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
     let mut decisions: Vec<SeriesDecisions> = vec![SeriesDecisions::default(); series.len()];
     for (step, members) in by_step {
         eprintln!(
-            "backtest: {} series at a {} s step; replaying them through the dataflow ({} targets each)…",
+            "backtest: {} series at a {} s step; replaying them through the dataflow ({} targets × {} windows each)…",
             members.len(),
             step / SECOND,
-            settings.sweep.len()
+            settings.sweep.len(),
+            settings.windows.len()
         );
         let group: Vec<(TraceSeries, f64)> = members.iter().map(|&i| series[i].clone()).collect();
         for (i, d) in members.into_iter().zip(decide_over_trace(settings, step, &group)?) {
@@ -734,39 +814,66 @@ pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
         level: settings.level.unwrap_or(DEFAULT_LEVEL),
         ..Backtest::default()
     };
-    let mut last_note = Instant::now();
-    for (i, ((s, capacity), d)) in series.iter().zip(decisions).enumerate() {
-        if last_note.elapsed().as_secs() >= 3 {
-            last_note = Instant::now();
-            eprintln!(
-                "backtest: simulating series {}/{} ({:.0} s)",
-                i + 1,
-                series.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+    let tunings = settings.tunings();
+    let simulate_one = |s: &TraceSeries, capacity: f64, d: SeriesDecisions, into: &mut Backtest| {
         let step = s.step;
-        let Some(full) = Load::filled(s.start, step, &s.raw) else { continue };
+        let Some(full) = Load::filled(s.start, step, &s.raw) else { return };
         let span = full.end() - full.start;
         let skip = (settings.warmup.min(span / 2) / step) as usize;
         let load = Load { start: full.start + skip as Millis * step, step, values: full.values[skip..].to_vec() };
         let eval = Evaluation {
-            model: model(*capacity),
-            sweep: &settings.sweep,
-            common: settings.target_utilization,
+            model: model(capacity),
+            sweep: &tunings,
+            common: settings.common(),
             budget: settings.budget,
             decision_delay: LATENESS,
-            max_replicas: max_replicas(s, *capacity, settings.slo_utilization),
+            max_replicas: max_replicas(s, capacity, settings.slo_utilization),
         };
-        let timelines = eval.run(&s.name, &load, &d.by_target, &mut backtest);
-        backtest.series.push(SeriesReport {
+        let timelines = eval.run(&s.name, &load, &d.by_tuning, into);
+        into.series.push(SeriesReport {
             name: s.name.clone(),
-            capacity: *capacity,
+            capacity,
             band: d.band.into_iter().filter(|b| b.0 >= load.start).collect(),
             load,
             timelines,
             reasons: d.reasons,
         });
+    };
+    // Series are simulated apart on `workers` threads, each over a run of
+    // consecutive series, and joined in order: the report is the same as
+    // one thread's.
+    eprintln!("backtest: simulating {} series ({:.0} s)", series.len(), started.elapsed().as_secs_f64());
+    let mut jobs: Vec<Vec<(&(TraceSeries, f64), SeriesDecisions)>> = Vec::new();
+    let per_thread = series.len().div_ceil(settings.workers).max(1);
+    for (i, job) in series.iter().zip(decisions).enumerate() {
+        if i % per_thread == 0 {
+            jobs.push(Vec::new());
+        }
+        if let Some(last) = jobs.last_mut() {
+            last.push(job);
+        }
+    }
+    let parts: Vec<std::thread::Result<Backtest>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                scope.spawn(|| {
+                    let mut part = Backtest::default();
+                    for ((s, capacity), d) in job {
+                        simulate_one(s, *capacity, d, &mut part);
+                    }
+                    part
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    for part in parts {
+        let part = part.map_err(|_| Error::Runtime("a simulation thread panicked".into()))?;
+        backtest.results.extend(part.results);
+        backtest.equal_service.extend(part.equal_service);
+        backtest.curves.extend(part.curves);
+        backtest.series.extend(part.series);
     }
     eprintln!("backtest: done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(backtest)
@@ -806,7 +913,9 @@ pub fn compare_run(
         by_series.entry(&d.series).or_default().push(d);
     }
     let mut backtest = Backtest::default();
-    let sweep = [utilization];
+    // HPA as usually configured; prescale as the run's scalers were.
+    let common = Tuning { target: utilization, window: DEFAULT_WINDOW };
+    let sweep = [common];
     for (key, mut list) in by_series {
         list.sort_by_key(|d| d.time_ms);
         let Some(first) = list.first().map(|d| d.time_ms) else { continue };
@@ -832,7 +941,7 @@ pub fn compare_run(
         let eval = Evaluation {
             model: ClusterModel::with_capacity(target_per_replica / utilization),
             sweep: &sweep,
-            common: utilization,
+            common,
             budget: 0.005,
             decision_delay,
             max_replicas,

@@ -118,8 +118,10 @@ fn gap(hpa: f64, prescale: f64, oracle: f64) -> Option<f64> {
     (hpa - oracle > 1e-9).then(|| (hpa - prescale) / (hpa - oracle))
 }
 
-/// The JSON document: `{"results", "equal_service", "headlines"}`, with
-/// the settings that shape them.
+/// The JSON document: `{"results", "equal_service", "headlines",
+/// "curves"}`, with the settings that shape them. Each curve is one policy
+/// on one series at one scale-down window: `[target, replica-hours,
+/// under-provisioned minutes]` per target of the sweep.
 pub fn json(b: &Backtest) -> serde_json::Value {
     serde_json::json!({
         "target_utilization": b.target_utilization,
@@ -128,6 +130,7 @@ pub fn json(b: &Backtest) -> serde_json::Value {
         "results": b.results,
         "equal_service": b.equal_service,
         "headlines": headlines(b),
+        "curves": b.curves,
     })
 }
 
@@ -157,20 +160,22 @@ pub fn table(b: &Backtest) -> String {
     let budget = b.budget * 100.0;
     let _ = writeln!(
         t,
-        "\nAt equal service (at most {budget:.2}% of minutes under-provisioned; cheapest target that meets it):"
+        "\nAt equal service (at most {budget:.2}% of minutes under-provisioned; cheapest target and \
+         scale-down window that meet it):"
     );
     let _ = writeln!(
         t,
-        "{:<28} {:<12} {:>7} {:>13} {:>12} {:>5}",
-        "series", "policy", "target", "replica-h", "under-min", "met"
+        "{:<28} {:<12} {:>7} {:>7} {:>13} {:>12} {:>5}",
+        "series", "policy", "target", "window", "replica-h", "under-min", "met"
     );
     for r in &b.equal_service {
         let _ = writeln!(
             t,
-            "{:<28} {:<12} {:>6.0}% {:>13.1} {:>12.1} {:>5}",
+            "{:<28} {:<12} {:>6.0}% {:>7} {:>13.1} {:>12.1} {:>5}",
             truncate(&r.series, 28),
             r.policy,
             r.target_utilization * 100.0,
+            r.scale_down_stabilization_s.map_or("-".into(), |w| format!("{w}s")),
             r.replica_hours,
             r.underprovisioned_minutes,
             if r.met { "yes" } else { "NO" }
@@ -313,7 +318,8 @@ fn capacity_plot(s: &SeriesReport, colors: &[(&str, &str)]) -> String {
 }
 
 /// Replica-hours against under-provisioned minutes, one curve per policy
-/// over the sweep, the oracle as a point, and the budget as a line.
+/// and window over the sweep (shorter windows dashed), the oracle as a
+/// point, and the budget as a line.
 fn curve_plot(curves: &[&super::Curve], b: &Backtest, series: &str, colors: &[(&str, &str)]) -> String {
     let oracle = b.results.iter().find(|r| r.series == series && r.policy == "oracle");
     let minutes =
@@ -326,7 +332,8 @@ fn curve_plot(curves: &[&super::Curve], b: &Backtest, series: &str, colors: &[(&
     let y = |c: f64| h - 30.0 - c / max_cost * (h - 50.0);
     let mut svg = format!(
         "<p>Cost against service: replica-hours (up) and under-provisioned minutes (right, square-root scale) \
-         at each target of the sweep; the dashed line is the budget.</p><svg viewBox=\"0 0 {w} {h}\" width=\"600\">"
+         at each target of the sweep, one curve per scale-down window (solid: 300 s; dashes get shorter \
+         with the window); the dashed black line is the budget.</p><svg viewBox=\"0 0 {w} {h}\" width=\"600\">"
     );
     let bx = x(b.budget * minutes);
     let _ = write!(
@@ -336,15 +343,21 @@ fn curve_plot(curves: &[&super::Curve], b: &Backtest, series: &str, colors: &[(&
     );
     for c in curves {
         let color = colors.iter().find(|k| k.0 == c.policy).map_or("#999", |k| k.1);
-        svg.push_str(&polyline(c.points.iter().map(|p| (x(p.2), y(p.1))), color, 1.5));
+        let line = polyline(c.points.iter().map(|p| (x(p.2), y(p.1))), color, 1.5);
+        let dash = match c.scale_down_stabilization_s {
+            w if w >= 300 => String::new(),
+            w => format!(" stroke-dasharray=\"{} 3\"", 2 + w / 30),
+        };
+        svg.push_str(&line.replacen("<polyline", &format!("<polyline{dash}"), 1));
         for p in &c.points {
             let _ = write!(
                 svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"><title>{} {:.0}%: {:.1} replica-h, {:.1} min</title></circle>",
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2.5\" fill=\"{color}\"><title>{} {:.0}%, {} s window: {:.1} replica-h, {:.1} min</title></circle>",
                 x(p.2),
                 y(p.1),
                 c.policy,
                 p.0 * 100.0,
+                c.scale_down_stabilization_s,
                 p.1,
                 p.2
             );
