@@ -77,7 +77,8 @@ pub struct BacktestSettings {
     pub sweep: Vec<f64>,
     /// Scale-down stabilisation windows swept for equal service (default
     /// 0, 30, 60, 120 s and Kubernetes' 300 s, which is always among
-    /// them: HPA's best lies anywhere from 30 to 120 s, by series).
+    /// them: on the shared traces HPA's best was 30–120 s on most series,
+    /// 0 or 300 s on a few).
     pub windows: Vec<Millis>,
     /// The interval level prescale sizes for (default 0.6).
     pub level: Option<f64>,
