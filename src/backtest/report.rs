@@ -255,12 +255,15 @@ fn escape(s: &str) -> String {
 const W: f64 = 1000.0;
 const H: f64 = 260.0;
 
-fn polyline(points: impl Iterator<Item = (f64, f64)>, color: &str, width: f64) -> String {
+/// A line through `points`; `dash` is an SVG `stroke-dasharray`, empty
+/// for a solid line.
+fn polyline(points: impl Iterator<Item = (f64, f64)>, color: &str, width: f64, dash: &str) -> String {
     let mut d = String::new();
     for (x, y) in points {
         let _ = write!(d, "{x:.1},{y:.1} ");
     }
-    format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\" points=\"{d}\"/>")
+    let dash = if dash.is_empty() { String::new() } else { format!(" stroke-dasharray=\"{dash}\"") };
+    format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\"{dash} points=\"{d}\"/>")
 }
 
 /// Load, ready capacity at the SLO utilisation per policy, forecast band.
@@ -307,11 +310,11 @@ fn capacity_plot(s: &SeriesReport, colors: &[(&str, &str)]) -> String {
         .map(|(i, v)| (load.start + i as u64 * load.step, *v))
         .filter(|(t, _)| *t >= from)
         .flat_map(|(t, v)| [(x(t), y(v)), (x(t + load.step), y(v))]);
-    svg.push_str(&polyline(steps, "#000", 1.2));
+    svg.push_str(&polyline(steps, "#000", 1.2, ""));
     for (policy, tl) in &s.timelines {
         let color = colors.iter().find(|c| c.0 == policy).map_or("#999", |c| c.1);
         let pts = tl.iter().filter(|p| p.0 >= from).map(|&(t, _, ready)| (x(t), y(f64::from(ready) * cap)));
-        svg.push_str(&polyline(pts, color, 1.0));
+        svg.push_str(&polyline(pts, color, 1.0, ""));
     }
     svg.push_str("</svg>");
     svg
@@ -343,12 +346,11 @@ fn curve_plot(curves: &[&super::Curve], b: &Backtest, series: &str, colors: &[(&
     );
     for c in curves {
         let color = colors.iter().find(|k| k.0 == c.policy).map_or("#999", |k| k.1);
-        let line = polyline(c.points.iter().map(|p| (x(p.2), y(p.1))), color, 1.5);
         let dash = match c.scale_down_stabilization_s {
             w if w >= 300 => String::new(),
-            w => format!(" stroke-dasharray=\"{} 3\"", 2 + w / 30),
+            w => format!("{} 3", 2 + w / 30),
         };
-        svg.push_str(&line.replacen("<polyline", &format!("<polyline{dash}"), 1));
+        svg.push_str(&polyline(c.points.iter().map(|p| (x(p.2), y(p.1))), color, 1.5, &dash));
         for p in &c.points {
             let _ = write!(
                 svg,
