@@ -162,7 +162,7 @@ impl BacktestSettings {
 const DEFAULT_WINDOW: Millis = 300 * SECOND;
 
 /// One point of the sweep, applied alike to HPA and prescale.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Tuning {
     /// Target utilisation (0.7 = 70% of a replica's capacity).
     pub target: f64,
@@ -171,6 +171,7 @@ pub struct Tuning {
 }
 
 impl Tuning {
+    /// The same tuning, up to the rounding of targets parsed from `--sweep`.
     fn is(&self, other: &Tuning) -> bool {
         (self.target - other.target).abs() < 1e-9 && self.window == other.window
     }
