@@ -62,8 +62,23 @@ fn backtest_reports_every_policy_at_the_common_target_and_at_equal_service() {
     let equal = doc["equal_service"].as_array().unwrap();
     for name in ["hpa", "prescale", "oracle", "static-peak"] {
         let e = policy(equal, name);
-        for field in ["budget_fraction", "target_utilization", "replica_hours", "underprovisioned_minutes", "met"] {
+        for field in [
+            "budget_fraction",
+            "target_utilization",
+            "replica_hours",
+            "underprovisioned_minutes",
+            "scale_events",
+            "met",
+        ] {
             assert!(e.get(field).is_some(), "{field} missing from {e}");
+        }
+        // The churn of the tuning chosen: none for the static peak, the
+        // same as at the common settings for the oracle, which has none.
+        let events = e["scale_events"].as_u64().unwrap();
+        match name {
+            "static-peak" => assert_eq!(events, 0, "{e}"),
+            "oracle" => assert_eq!(events, policy(results, name)["scale_events"].as_u64().unwrap(), "{e}"),
+            _ => assert!(events > 0, "{e}"),
         }
         // Both policies are tuned on the same windows: the one asked for
         // and Kubernetes' default.

@@ -581,6 +581,9 @@ pub struct EqualService {
     pub replica_hours: f64,
     /// Its under-provisioned minutes.
     pub underprovisioned_minutes: f64,
+    /// Its changes of the replica count: the churn its saving comes with,
+    /// which the cost does not price.
+    pub scale_events: u32,
     /// Whether any tuning of the sweep met the budget.
     pub met: bool,
 }
@@ -690,7 +693,7 @@ impl Evaluation<'_> {
                     Box::new(Schedule::new(steps.unwrap_or_default()))
                 };
                 let out = simulate(model, load, p.as_mut(), initial, is_common);
-                points.push((tuning, out.replica_hours, out.underprovisioned_minutes));
+                points.push((tuning, out.replica_hours, out.underprovisioned_minutes, out.scale_events));
                 if is_common {
                     backtest.results.push(result(policy, tuning.target, &out));
                     timelines.push((policy.to_owned(), out.timeline));
@@ -722,6 +725,7 @@ impl Evaluation<'_> {
             scale_down_stabilization_s: None,
             replica_hours: out.replica_hours,
             underprovisioned_minutes: out.underprovisioned_minutes,
+            scale_events: out.scale_events,
             met: out.underprovisioned_minutes <= self.budget * minutes,
         });
         timelines.push(("oracle".into(), out.timeline));
@@ -737,6 +741,7 @@ impl Evaluation<'_> {
             scale_down_stabilization_s: None,
             replica_hours: out.replica_hours,
             underprovisioned_minutes: out.underprovisioned_minutes,
+            scale_events: out.scale_events,
             met: out.underprovisioned_minutes <= self.budget * minutes,
         });
         timelines
@@ -744,10 +749,16 @@ impl Evaluation<'_> {
 }
 
 /// The cheapest point within the budget, or the least under-provisioned.
-fn equal_service(series: &str, policy: &str, points: &[(Tuning, f64, f64)], budget: f64, minutes: f64) -> EqualService {
+fn equal_service(
+    series: &str,
+    policy: &str,
+    points: &[(Tuning, f64, f64, u32)],
+    budget: f64,
+    minutes: f64,
+) -> EqualService {
     let allowed = budget * minutes;
     let within = points.iter().filter(|p| p.2 <= allowed + 1e-9).min_by(|a, b| a.1.total_cmp(&b.1));
-    let none = (Tuning { target: 0.0, window: 0 }, 0.0, 0.0);
+    let none = (Tuning { target: 0.0, window: 0 }, 0.0, 0.0, 0);
     let (chosen, met) = match within {
         Some(p) => (p, true),
         None => (points.iter().min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.total_cmp(&b.1))).unwrap_or(&none), false),
@@ -760,6 +771,7 @@ fn equal_service(series: &str, policy: &str, points: &[(Tuning, f64, f64)], budg
         scale_down_stabilization_s: Some(chosen.0.window / SECOND),
         replica_hours: chosen.1,
         underprovisioned_minutes: chosen.2,
+        scale_events: chosen.3,
         met,
     }
 }

@@ -374,9 +374,13 @@ pub struct UsedForecast {
     /// The end of the look-ahead covered (ms).
     pub until_ms: Millis,
     /// Highest point forecast over the look-ahead (between forecasts,
-    /// moved by the lasting part of the step under way's surprise).
+    /// moved by the lasting part of the step under way's surprise; for
+    /// the step under way itself, once its readings have shown it, their
+    /// mean).
     pub point: f64,
-    /// Highest upper bound over the look-ahead: what the count is sized for.
+    /// Highest upper bound over the look-ahead: what the count is sized
+    /// for (for the step under way, once seen, its readings' mean plus
+    /// their spread within a step at the sizing level, if that is lower).
     pub upper: f64,
     /// Interval level.
     pub level: f64,

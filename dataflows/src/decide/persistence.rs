@@ -22,7 +22,9 @@
 //! the second step from the first one's miss.
 //!
 //! [`StepLoad`] averages the readings of the step under way: the estimate
-//! of its load that the surprise is measured with.
+//! of its load that the surprise is measured with. [`StepSpread`] learns
+//! how far readings stray within a step: what is still unknown of the
+//! step under way once some of its readings are in.
 
 use std::collections::VecDeque;
 
@@ -168,6 +170,78 @@ impl StepLoad {
     }
 }
 
+/// Weight of each new reading's deviation in the spread within steps: a
+/// few hours of 15-second readings.
+const SPREAD_WEIGHT: f64 = 0.002;
+/// Readings with a deviation before the spread is trusted (about half an
+/// hour of 15-second readings); until then the step under way is sized
+/// from its forecast.
+const MIN_DEVIATIONS: u32 = 120;
+
+/// What the readings of a step have shown of it so far.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnderWay {
+    /// When the step started.
+    pub start: Millis,
+    /// The mean of its readings.
+    pub mean: f64,
+    /// How far a further reading strays from the mean of those before it
+    /// (a root mean square).
+    pub spread: f64,
+}
+
+/// How far a reading strays from the readings of its step before it: the
+/// uncertainty left in the step under way once readings of it are in.
+///
+/// A forecast's interval for a step is its uncertainty before any of the
+/// step is seen. Halfway through a step the readings have shown its
+/// level, and what is left is how much the next readings can move from
+/// it, which is what this learns: the root of an exponentially weighted
+/// mean of `(reading - mean of the step's earlier readings)²`. Only
+/// readings inside the step count, not the one that closed at its start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepSpread {
+    /// Start of the step, the sum and count of its readings so far.
+    step: Option<(Millis, f64, u32)>,
+    square: f64,
+    deviations: u32,
+}
+
+impl StepSpread {
+    /// Adds a reading ending at `end` to the step of `plan` it falls in;
+    /// returns that step's start, the mean of its readings so far and the
+    /// spread of the next ones, once enough readings have shown it. `None`
+    /// for the reading that closed at the plan's origin, past the plan's
+    /// end, or before the spread is known.
+    pub fn record(&mut self, plan: &ForecastRow, end: Millis, load: f64) -> Option<UnderWay> {
+        let step = plan.step_s.max(1) * SECOND;
+        if end <= plan.origin_ms || !load.is_finite() {
+            return None;
+        }
+        let k = (end - 1 - plan.origin_ms) / step;
+        if usize::try_from(k).ok()? >= plan.point.len() {
+            return None;
+        }
+        let start = plan.origin_ms + k * step;
+        let (sum, n) = match self.step {
+            Some((s, sum, n)) if s == start => {
+                let deviation = load - sum / f64::from(n);
+                self.square += SPREAD_WEIGHT * (deviation * deviation - self.square);
+                self.deviations = self.deviations.saturating_add(1);
+                (sum + load, n + 1)
+            }
+            _ => (load, 1),
+        };
+        self.step = Some((start, sum, n));
+        let spread = self.square.sqrt();
+        (self.deviations >= MIN_DEVIATIONS && spread.is_finite()).then(|| UnderWay {
+            start,
+            mean: sum / f64::from(n),
+            spread,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +316,43 @@ mod tests {
         assert_eq!(p.carried(10.0), 0.0);
         let loads: Vec<f64> = (0..20).map(|i| 100.0 + 10.0 * i as f64).collect();
         assert_eq!(learnt(&loads, |y| y).carried(10.0), 10.0);
+    }
+
+    /// Readings every 15 s over `steps` 5-minute steps of a plan made at
+    /// minute 5, from `load(step, reading)`: the last answer of the spread.
+    fn spread_after(steps: u64, load: impl Fn(u64, u64) -> f64) -> Option<(f64, f64)> {
+        let plan = ForecastRow { point: vec![50.0; steps as usize], ..row(1, 50.0, 50.0) };
+        let mut spread = StepSpread::default();
+        let mut last = None;
+        for k in 0..steps {
+            // The reading ending at a step's start covers the step before.
+            for i in 1..=20 {
+                let end = plan.origin_ms + k * 5 * MINUTE + i * 15 * SECOND;
+                last = spread.record(&plan, end, load(k, i)).map(|u| (u.mean, u.spread));
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn steady_steps_have_no_spread_once_enough_readings_show_it() {
+        // 19 deviations a step (its first reading has none before it):
+        // six steps are not enough, seven are.
+        assert_eq!(spread_after(6, |k, _| 10.0 * k as f64), None);
+        // Each step at its own level: the jumps between steps are not
+        // spread within them.
+        assert_eq!(spread_after(7, |k, _| 10.0 * k as f64), Some((60.0, 0.0)));
+    }
+
+    #[test]
+    fn noisy_readings_spread_about_as_much_as_their_noise() {
+        let mut rng = SplitMix::new(9);
+        let noise: Vec<f64> = (0..=200 * 21).map(|_| 10.0 * rng.normal()).collect();
+        let (mean, spread) = spread_after(200, |k, i| 100.0 + noise[(k * 21 + i) as usize]).expect("learnt");
+        assert!((mean - 100.0).abs() < 10.0, "{mean}");
+        // A reading strays from the mean of a few before it by a little
+        // more than the noise itself.
+        assert!((9.0..13.0).contains(&spread), "{spread}");
     }
 
     #[test]

@@ -11,15 +11,18 @@
 //!
 //! Between forecasts each short-window reading re-reads the last one, its
 //! steps moved by as much of the step under way's surprise as this
-//! scaler's earlier surprises lasted ([`super::persistence`]).
+//! scaler's earlier surprises lasted ([`super::persistence`]). The step
+//! under way itself is sized from its readings once they have shown how
+//! far readings stray within a step: its forecast's interval is what was
+//! unknown of it before they came in.
 
 use std::cell::Cell;
 
 use super::behavior::{Bound, History};
-use super::persistence::{Persistence, StepLoad};
+use super::persistence::{Persistence, StepLoad, StepSpread, UnderWay};
 use super::{Decision, FallbackReason, LoadReading, Reason, ScalerSpec, UsedForecast};
-use crate::forecast::sizing_share;
 use crate::forecast::stage::ForecastRow;
+use crate::forecast::{normal_z, sizing_share};
 use crate::record::SeriesKey;
 use crate::time::{Millis, SECOND, format_duration};
 
@@ -52,6 +55,9 @@ pub struct Scaler {
     persistence: Persistence,
     /// The readings of the plan's step under way.
     step_load: StepLoad,
+    /// How far readings stray within a step: the uncertainty left in the
+    /// step under way once its readings are in.
+    step_spread: StepSpread,
     /// Time between this scaler's decisions when short-window readings
     /// drive it; `None` decides on forecasts only (every step).
     cadence: Option<Millis>,
@@ -65,7 +71,19 @@ pub struct Scaler {
     /// The last sizing computed: (spec level, forecast level) → share of
     /// the interval. Normal quantiles cost far more than the rest of a
     /// decision, and both levels rarely change.
-    sizing_cache: Cell<Option<(f64, f64, f64, f64)>>,
+    sizing_cache: Cell<Option<(f64, f64, Sizing)>>,
+}
+
+/// How a forecast's interval becomes the bound a count is sized for.
+#[derive(Clone, Copy, Debug)]
+struct Sizing {
+    /// The central interval level sized for.
+    level: f64,
+    /// The share of the forecast's interval, from the point to its upper
+    /// bound, that the level's upper bound lies at.
+    width: f64,
+    /// The standard normal quantile of the level's upper bound.
+    z: f64,
 }
 
 /// What is wrong with one forecast's input, if anything.
@@ -88,6 +106,7 @@ impl Scaler {
             plan: None,
             persistence: Persistence::default(),
             step_load: StepLoad::default(),
+            step_spread: StepSpread::default(),
             cadence: None,
             flagged: None,
             pods_level: None,
@@ -189,7 +208,7 @@ impl Scaler {
         if load_trusted {
             self.persistence.observe(row);
         }
-        let used = self.used_forecast(row, origin, 0.0);
+        let used = self.used_forecast(row, origin, 0.0, None);
         self.plan = (healthy && self.held.is_none() && used.is_some()).then(|| row.clone());
         let current = self.current;
         let (raw, reason, detail) = match fallback {
@@ -281,7 +300,8 @@ impl Scaler {
                     .step_load
                     .record(plan, now, load)
                     .map_or(0.0, |(seen, expected)| self.persistence.carried(seen - expected));
-                self.used_forecast(plan, now, carried)
+                let under_way = self.step_spread.record(plan, now, load);
+                self.used_forecast(plan, now, carried, under_way)
             }
             _ => None,
         };
@@ -464,43 +484,66 @@ impl Scaler {
     /// so the look-ahead is the start-up lead plus the time to the next
     /// decision (a reading's width, else a step), at most `horizon`. Each
     /// step is moved by `carried`, the lasting part of the step under
-    /// way's surprise.
-    fn used_forecast(&self, row: &ForecastRow, now: Millis, carried: f64) -> Option<UsedForecast> {
+    /// way's surprise. The step under way itself, once its readings have
+    /// shown it (`under_way`), is sized from them: their mean and as far
+    /// above it as readings stray within a step, at the sizing level. Its
+    /// forecast's interval was the uncertainty before any of it was seen,
+    /// and stays the most it is sized for: readings that stray more are
+    /// noise the reactive floor meets as it comes.
+    fn used_forecast(
+        &self,
+        row: &ForecastRow,
+        now: Millis,
+        carried: f64,
+        under_way: Option<UnderWay>,
+    ) -> Option<UsedForecast> {
         let step = row.step_s.max(1) * SECOND;
         let next = self.cadence.unwrap_or(step).min(self.spec.horizon);
         let until = now + next + self.spec.startup;
         // Step k covers [origin + k·step, origin + (k+1)·step).
         let first = usize::try_from(now.saturating_sub(row.origin_ms) / step).ok()?;
         let last = usize::try_from(until.saturating_sub(row.origin_ms).div_ceil(step)).ok()?.min(row.upper.len());
-        let upper = row.upper.get(first..last.max(first + 1))?;
-        let point = row.point.get(first..last.max(first + 1))?;
-        let (level, width) = self.sizing(row.level);
-        let bound = point.iter().zip(upper).map(|(p, u)| p + carried + width * (u - p));
-        let upper = bound.fold(f64::NEG_INFINITY, f64::max);
-        let point = point.iter().copied().fold(f64::NEG_INFINITY, f64::max) + carried;
-        (upper.is_finite() && point.is_finite()).then(|| UsedForecast {
+        let last = last.max(first + 1);
+        let upper = row.upper.get(first..last)?;
+        let point = row.point.get(first..last)?;
+        let Sizing { level, width, z } = self.sizing(row.level);
+        let seen = under_way.filter(|u| u.start == row.origin_ms + first as u64 * step);
+        let (mut high, mut top) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for (i, (p, u)) in point.iter().zip(upper).enumerate() {
+            let (p, forecast) = (p + carried, p + carried + width * (u - p));
+            let (p, bound) = match seen {
+                Some(seen) if i == 0 => (seen.mean, forecast.min(seen.mean + z * seen.spread)),
+                _ => (p, forecast),
+            };
+            high = high.max(bound);
+            top = top.max(p);
+        }
+        (high.is_finite() && top.is_finite()).then(|| UsedForecast {
             origin_ms: row.origin_ms,
-            until_ms: row.origin_ms + last.max(first + 1) as u64 * step,
-            point,
-            upper: upper.max(0.0),
+            until_ms: row.origin_ms + last as u64 * step,
+            point: top,
+            upper: high.max(0.0),
             level,
         })
     }
 
-    /// The interval level the count is sized for, and the share of the
-    /// forecast's interval (from the point to the upper bound) that
-    /// level's upper bound lies at (see [`ScalerSpec::level`]).
-    fn sizing(&self, forecast_level: f64) -> (f64, f64) {
+    /// How the count is sized from a forecast at `forecast_level`: the
+    /// interval level asked for, the share of the forecast's interval
+    /// (from the point to the upper bound) that level's upper bound lies
+    /// at (see [`ScalerSpec::level`]), and that bound's normal quantile.
+    fn sizing(&self, forecast_level: f64) -> Sizing {
         let asked = self.spec.level.unwrap_or(f64::NAN);
-        if let Some((a, f, level, width)) = self.sizing_cache.get()
+        if let Some((a, f, sizing)) = self.sizing_cache.get()
             && a.to_bits() == asked.to_bits()
             && f.to_bits() == forecast_level.to_bits()
         {
-            return (level, width);
+            return sizing;
         }
         let (level, width) = self.compute_sizing(forecast_level);
-        self.sizing_cache.set(Some((asked, forecast_level, level, width)));
-        (level, width)
+        let z = if level > 0.0 { normal_z(level).unwrap_or(0.0) } else { 0.0 };
+        let sizing = Sizing { level, width, z };
+        self.sizing_cache.set(Some((asked, forecast_level, sizing)));
+        sizing
     }
 
     fn compute_sizing(&self, forecast_level: f64) -> (f64, f64) {
@@ -844,6 +887,67 @@ mod tests {
         let d = s.on_load("ps", &reading(3)).unwrap_or_else(|| panic!("a scale-up for the next step"));
         assert_eq!((d.desired, d.reason), (8, Reason::Forecast));
         assert_eq!(d.forecast.map(|f| f.upper), Some(80.0));
+    }
+
+    /// A scaler without scale-down stabilisation, re-reading 5-minute
+    /// forecasts of 50 ± 30 (upper bound 80) every 15 s; `load(step, i)`
+    /// is the `i`-th reading (1 to 20) of step `step`. Returns the counts
+    /// decided during the last step, by reading.
+    fn counts_in_last_step(steps: u64, load: impl Fn(u64, u64) -> f64) -> Vec<u32> {
+        let spec = ScalerSpec {
+            startup: 2 * MINUTE,
+            behavior: Behavior {
+                scale_down: ScalingRules { stabilization: 0, select: SelectPolicy::Max, policies: vec![] },
+                ..Behavior::default()
+            },
+            ..spec()
+        };
+        let mut s = Scaler::new(spec).with_cadence(Some(15 * SECOND));
+        let mut counts = vec![];
+        for k in 0..steps {
+            let d = s.on_forecast("ps", &row(5 * k, 50.0, 50.0, 30.0));
+            counts = vec![d.desired];
+            let mut count = d.desired;
+            for i in 1..=20 {
+                let reading = LoadReading {
+                    series: d.series.clone(),
+                    end_ms: 5 * k * MINUTE + i * 15 * SECOND,
+                    load: load(k, i),
+                    pods: 0,
+                };
+                if let Some(d) = s.on_load("ps", &reading) {
+                    count = d.desired;
+                }
+                counts.push(count);
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn the_step_under_way_is_sized_from_its_readings_once_their_spread_is_known() {
+        // Before readings have shown how far they stray within a step, the
+        // step is sized from its forecast's bound all through.
+        assert_eq!(counts_in_last_step(3, |_, _| 50.0), vec![8; 21]);
+        // Readings that hold still: from the first one, the rest of the
+        // step is sized for what they show, until the look-ahead (2 min
+        // start-up and 15 s to the next reading) reaches the next step,
+        // sized from its forecast again.
+        let counts = counts_in_last_step(10, |_, _| 50.0);
+        assert_eq!(counts[0], 8, "at the origin nothing of the step is seen");
+        assert_eq!(&counts[1..12], &[5; 11]);
+        assert_eq!(&counts[12..], &[8; 9]);
+        // Readings that stray (40 and 60 in turn): the step under way keeps
+        // headroom above their mean, less than its forecast's; at times
+        // more than the highest reading needs (6 replicas).
+        let counts = counts_in_last_step(10, |k, i| if (k + i) % 2 == 0 { 40.0 } else { 60.0 });
+        assert!(counts[1..12].iter().all(|c| (6..=7).contains(c)), "{counts:?}");
+        assert!(counts[1..12].contains(&7), "{counts:?}");
+        // Readings that stray more than the forecast's interval (0 and 100
+        // in turn) do not widen it: the reactive floor meets their peaks.
+        let counts = counts_in_last_step(10, |k, i| if (k + i) % 2 == 0 { 0.0 } else { 100.0 });
+        assert!(counts[1..12].iter().all(|c| (8..=10).contains(c)), "{counts:?}");
+        assert!(counts[1..12].contains(&8), "{counts:?}");
     }
 
     /// Regression: a forecast made at the height of a tweet burst (NAB)
