@@ -114,6 +114,10 @@ pub struct BacktestArgs {
     /// Start of scoring (at most half the trace).
     #[arg(long, default_value = "7d")]
     pub warmup: String,
+    /// The step prescale forecasts and decides in, a multiple of the
+    /// trace's (default: the trace's), so that the load varies within it.
+    #[arg(long)]
+    pub forecast_step: Option<String>,
     /// Timely worker threads.
     #[arg(long, short = 'w', default_value_t = 1)]
     pub workers: usize,
@@ -147,6 +151,7 @@ impl BacktestArgs {
         s.budget = self.budget;
         s.level = self.level;
         s.warmup = duration("--warmup", &self.warmup)?;
+        s.forecast_step = self.forecast_step.as_deref().map(|t| duration("--forecast-step", t)).transpose()?;
         s.workers = self.workers;
         let parts: Vec<f64> = self.sweep.split(':').filter_map(|p| p.trim().parse().ok()).collect();
         let [from, to, step] = parts[..] else {

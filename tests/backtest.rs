@@ -200,3 +200,46 @@ fn the_swept_window_reaches_both_hpa_and_prescale() {
         assert!(cost(0) + 4.0 < cost(300), "{policy}: {} replica-h at 0 s, {} at 300 s", cost(0), cost(300));
     }
 }
+
+/// `--forecast-step` changes only what prescale forecasts and decides
+/// in: the trace is fed and scored at its own step, so HPA, the oracle
+/// and the static peak see the same load, and a step that is not a
+/// multiple of the trace's is refused, naming the flag.
+#[test]
+fn a_coarser_forecast_step_changes_only_prescale() {
+    use prescale::backtest::{BacktestSettings, run};
+
+    // Six days on 5-minute steps: a daily cycle, and the middle 5 minutes
+    // of every quarter hour 30% above it, so the load varies within a
+    // 15-minute step.
+    let step = 300u64;
+    let mut csv = String::from("timestamp,series,value\n");
+    for t in (0..6 * 86_400).step_by(step as usize) {
+        let day = (t as f64 / 86_400.0 * std::f64::consts::TAU).sin();
+        let bump = if (t / step) % 3 == 1 { 1.3 } else { 1.0 };
+        csv.push_str(&format!("{t},quarters,{}\n", (100.0 + 50.0 * day) * bump));
+    }
+    let path = std::env::temp_dir().join(format!("prescale-quarters-{}.csv", std::process::id()));
+    std::fs::write(&path, csv).unwrap();
+    let backtest = |forecast_step: Option<u64>| {
+        let mut settings = BacktestSettings::new(path.clone());
+        settings.sweep = vec![0.7];
+        settings.windows = vec![];
+        settings.forecast_step = forecast_step;
+        run(&settings.validate().unwrap())
+    };
+    let own = backtest(None).unwrap();
+    let coarse = backtest(Some(15 * 60_000)).unwrap();
+    let refused = backtest(Some(7 * 60_000)).map(|_| ()).unwrap_err().to_string();
+    std::fs::remove_file(&path).ok();
+
+    let result = |b: &prescale::backtest::Backtest, policy: &str| {
+        b.results.iter().find(|r| r.policy == policy).cloned().unwrap_or_else(|| panic!("no {policy}"))
+    };
+    for policy in ["hpa", "oracle", "static-peak"] {
+        assert_eq!(result(&own, policy), result(&coarse, policy), "{policy}");
+    }
+    let (a, b) = (result(&own, "prescale"), result(&coarse, "prescale"));
+    assert!(a.replica_hours != b.replica_hours || a.scale_events != b.scale_events, "{a:?} and {b:?}");
+    assert!(refused.contains("--forecast-step"), "{refused}");
+}

@@ -84,6 +84,11 @@ pub struct BacktestSettings {
     pub level: Option<f64>,
     /// Scored from this far into the trace (default 7 d, at most half).
     pub warmup: Millis,
+    /// The step prescale forecasts and decides in, a multiple of the
+    /// trace's (default: the trace's own). A coarser one leaves the load
+    /// to vary within each forecast step, as a live load varies within
+    /// the job's 5-minute step while it is read every 15 s.
+    pub forecast_step: Option<Millis>,
     /// Timely workers.
     pub workers: usize,
 }
@@ -104,6 +109,7 @@ impl BacktestSettings {
             windows: vec![0, 30 * SECOND, MINUTE, 2 * MINUTE, DEFAULT_WINDOW],
             level: None,
             warmup: 7 * DAY,
+            forecast_step: None,
             workers: 1,
         }
     }
@@ -429,6 +435,16 @@ fn decide_over_trace(
     step: Millis,
     series: &[(TraceSeries, f64)],
 ) -> Result<Vec<SeriesDecisions>> {
+    // The trace is fed at its own step; the models and scalers work in
+    // the forecast step.
+    let trace_step = step;
+    let step = settings.forecast_step.unwrap_or(trace_step);
+    if step < trace_step || !step.is_multiple_of(trace_step) {
+        return Err(Error::invalid(
+            "--forecast-step",
+            format!("{} s is not a multiple of the trace's {} s step", step / SECOND, trace_step / SECOND),
+        ));
+    }
     let (features_settings, forecast_settings) =
         stage_settings(step, settings.level.unwrap_or(DEFAULT_LEVEL), settings.startup + LATENESS);
     let features_settings = features_settings.validate()?;
@@ -500,7 +516,7 @@ fn decide_over_trace(
         specs.close();
         let mut ingest = Ingest::new(inputs, features_settings.pane());
         let mut feed = Feed::new(worker, &mut ingest, &probe, 2 * MINUTE);
-        feed_trace(&mut feed, series, step);
+        feed_trace(&mut feed, series, trace_step);
         ingest.close();
         while !probe.done() {
             worker.step_or_park(Some(PARK));

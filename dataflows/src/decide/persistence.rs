@@ -173,9 +173,9 @@ impl StepLoad {
 /// Weight of each new reading's deviation in the spread within steps: a
 /// few hours of 15-second readings.
 const SPREAD_WEIGHT: f64 = 0.002;
-/// Readings with a deviation before the spread is trusted (about half an
-/// hour of 15-second readings); until then the step under way is sized
-/// from its forecast.
+/// Pairs of readings before the spread is trusted (an hour or so of
+/// 5-minute steps read every 15 s); until then the step under way is
+/// sized from its forecast.
 const MIN_DEVIATIONS: u32 = 120;
 
 /// What the readings of a step have shown of it so far.
@@ -190,19 +190,28 @@ pub struct UnderWay {
     pub spread: f64,
 }
 
-/// How far a reading strays from the readings of its step before it: the
-/// uncertainty left in the step under way once readings of it are in.
+/// How far the load strays, over a look-ahead, from the readings of its
+/// step so far: the uncertainty left in the step under way once readings
+/// of it are in.
 ///
 /// A forecast's interval for a step is its uncertainty before any of the
-/// step is seen. Halfway through a step the readings have shown its
-/// level, and what is left is how much the next readings can move from
-/// it, which is what this learns: the root of an exponentially weighted
-/// mean of `(reading - mean of the step's earlier readings)²`. Only
-/// readings inside the step count, not the one that closed at its start.
-#[derive(Clone, Copy, Debug, Default)]
+/// step is seen. Partway through a step the readings have shown its
+/// level, and what is left is how far the load can move from it before
+/// pods asked for now are ready, which is what this learns: the root of
+/// an exponentially weighted mean of `(reading - mean of the step's
+/// readings a look-ahead earlier)²`, over pairs of readings within one
+/// step. Only readings inside a step count, not the one that closed at
+/// its start.
+#[derive(Clone, Debug, Default)]
 pub struct StepSpread {
-    /// Start of the step, the sum and count of its readings so far.
-    step: Option<(Millis, f64, u32)>,
+    /// Start of the step under way.
+    start: Option<Millis>,
+    /// Sum and count of its readings so far.
+    sum: f64,
+    count: u32,
+    /// End of each of its readings and the step's mean as it stood then,
+    /// from the latest one a look-ahead before the last reading on.
+    means: VecDeque<(Millis, f64)>,
     square: f64,
     deviations: u32,
 }
@@ -210,10 +219,10 @@ pub struct StepSpread {
 impl StepSpread {
     /// Adds a reading ending at `end` to the step of `plan` it falls in;
     /// returns that step's start, the mean of its readings so far and the
-    /// spread of the next ones, once enough readings have shown it. `None`
-    /// for the reading that closed at the plan's origin, past the plan's
-    /// end, or before the spread is known.
-    pub fn record(&mut self, plan: &ForecastRow, end: Millis, load: f64) -> Option<UnderWay> {
+    /// spread of the load `lead` later, once enough pairs of readings have
+    /// shown it. `None` for the reading that closed at the plan's origin,
+    /// past the plan's end, or before the spread is known.
+    pub fn record(&mut self, plan: &ForecastRow, end: Millis, load: f64, lead: Millis) -> Option<UnderWay> {
         let step = plan.step_s.max(1) * SECOND;
         if end <= plan.origin_ms || !load.is_finite() {
             return None;
@@ -223,20 +232,34 @@ impl StepSpread {
             return None;
         }
         let start = plan.origin_ms + k * step;
-        let (sum, n) = match self.step {
-            Some((s, sum, n)) if s == start => {
-                let deviation = load - sum / f64::from(n);
-                self.square += SPREAD_WEIGHT * (deviation * deviation - self.square);
-                self.deviations = self.deviations.saturating_add(1);
-                (sum + load, n + 1)
-            }
-            _ => (load, 1),
-        };
-        self.step = Some((start, sum, n));
+        if self.start != Some(start) {
+            *self =
+                StepSpread { start: Some(start), square: self.square, deviations: self.deviations, ..Self::default() };
+        }
+        // Keep, of the means a look-ahead or more before this reading, the
+        // latest: later readings are further from it.
+        let old_enough = |t: Millis| t.saturating_add(lead) <= end;
+        while self.means.get(1).is_some_and(|&(t, _)| old_enough(t)) {
+            self.means.pop_front();
+        }
+        if let Some(&(t, then)) = self.means.front()
+            && old_enough(t)
+        {
+            let deviation = load - then;
+            self.deviations = self.deviations.saturating_add(1);
+            // A plain mean until the weight takes over: a weighted one
+            // started at zero would read low for its first few hundred.
+            let weight = SPREAD_WEIGHT.max(1.0 / f64::from(self.deviations));
+            self.square += weight * (deviation * deviation - self.square);
+        }
+        self.sum += load;
+        self.count += 1;
+        let mean = self.sum / f64::from(self.count);
+        self.means.push_back((end, mean));
         let spread = self.square.sqrt();
-        (self.deviations >= MIN_DEVIATIONS && spread.is_finite()).then(|| UnderWay {
+        (self.deviations >= MIN_DEVIATIONS && spread.is_finite() && mean.is_finite()).then_some(UnderWay {
             start,
-            mean: sum / f64::from(n),
+            mean,
             spread,
         })
     }
@@ -318,6 +341,10 @@ mod tests {
         assert_eq!(learnt(&loads, |y| y).carried(10.0), 10.0);
     }
 
+    /// A look-ahead of 2 min 15 s: readings 10 to 20 of a step pair with
+    /// an earlier one.
+    const LEAD: Millis = 135 * SECOND;
+
     /// Readings every 15 s over `steps` 5-minute steps of a plan made at
     /// minute 5, from `load(step, reading)`: the last answer of the spread.
     fn spread_after(steps: u64, load: impl Fn(u64, u64) -> f64) -> Option<(f64, f64)> {
@@ -328,7 +355,7 @@ mod tests {
             // The reading ending at a step's start covers the step before.
             for i in 1..=20 {
                 let end = plan.origin_ms + k * 5 * MINUTE + i * 15 * SECOND;
-                last = spread.record(&plan, end, load(k, i)).map(|u| (u.mean, u.spread));
+                last = spread.record(&plan, end, load(k, i), LEAD).map(|u| (u.mean, u.spread));
             }
         }
         last
@@ -336,12 +363,11 @@ mod tests {
 
     #[test]
     fn steady_steps_have_no_spread_once_enough_readings_show_it() {
-        // 19 deviations a step (its first reading has none before it):
-        // six steps are not enough, seven are.
-        assert_eq!(spread_after(6, |k, _| 10.0 * k as f64), None);
+        // 11 pairs a step: ten steps are not enough, eleven are.
+        assert_eq!(spread_after(10, |k, _| 10.0 * k as f64), None);
         // Each step at its own level: the jumps between steps are not
         // spread within them.
-        assert_eq!(spread_after(7, |k, _| 10.0 * k as f64), Some((60.0, 0.0)));
+        assert_eq!(spread_after(11, |k, _| 10.0 * k as f64), Some((100.0, 0.0)));
     }
 
     #[test]
@@ -352,7 +378,7 @@ mod tests {
         assert!((mean - 100.0).abs() < 10.0, "{mean}");
         // A reading strays from the mean of a few before it by a little
         // more than the noise itself.
-        assert!((9.0..13.0).contains(&spread), "{spread}");
+        assert!((9.0..14.0).contains(&spread), "{spread}");
     }
 
     #[test]

@@ -300,7 +300,8 @@ impl Scaler {
                     .step_load
                     .record(plan, now, load)
                     .map_or(0.0, |(seen, expected)| self.persistence.carried(seen - expected));
-                let under_way = self.step_spread.record(plan, now, load);
+                let lead = self.look_ahead(plan.step_s.max(1) * SECOND);
+                let under_way = self.step_spread.record(plan, now, load, lead);
                 self.used_forecast(plan, now, carried, under_way)
             }
             _ => None,
@@ -498,8 +499,7 @@ impl Scaler {
         under_way: Option<UnderWay>,
     ) -> Option<UsedForecast> {
         let step = row.step_s.max(1) * SECOND;
-        let next = self.cadence.unwrap_or(step).min(self.spec.horizon);
-        let until = now + next + self.spec.startup;
+        let until = now + self.look_ahead(step);
         // Step k covers [origin + k·step, origin + (k+1)·step).
         let first = usize::try_from(now.saturating_sub(row.origin_ms) / step).ok()?;
         let last = usize::try_from(until.saturating_sub(row.origin_ms).div_ceil(step)).ok()?.min(row.upper.len());
@@ -525,6 +525,13 @@ impl Scaler {
             upper: high.max(0.0),
             level,
         })
+    }
+
+    /// How long a count set now must hold, for forecasts in steps of
+    /// `step`: until the next decision (a reading's width, else a step,
+    /// at most `horizon`) can have its pods ready.
+    fn look_ahead(&self, step: Millis) -> Millis {
+        self.cadence.unwrap_or(step).min(self.spec.horizon) + self.spec.startup
     }
 
     /// How the count is sized from a forecast at `forecast_level`: the
@@ -928,24 +935,24 @@ mod tests {
     fn the_step_under_way_is_sized_from_its_readings_once_their_spread_is_known() {
         // Before readings have shown how far they stray within a step, the
         // step is sized from its forecast's bound all through.
-        assert_eq!(counts_in_last_step(3, |_, _| 50.0), vec![8; 21]);
+        assert_eq!(counts_in_last_step(11, |_, _| 50.0), vec![8; 21]);
         // Readings that hold still: from the first one, the rest of the
         // step is sized for what they show, until the look-ahead (2 min
         // start-up and 15 s to the next reading) reaches the next step,
         // sized from its forecast again.
-        let counts = counts_in_last_step(10, |_, _| 50.0);
+        let counts = counts_in_last_step(12, |_, _| 50.0);
         assert_eq!(counts[0], 8, "at the origin nothing of the step is seen");
         assert_eq!(&counts[1..12], &[5; 11]);
         assert_eq!(&counts[12..], &[8; 9]);
         // Readings that stray (40 and 60 in turn): the step under way keeps
         // headroom above their mean, less than its forecast's; at times
         // more than the highest reading needs (6 replicas).
-        let counts = counts_in_last_step(10, |k, i| if (k + i) % 2 == 0 { 40.0 } else { 60.0 });
+        let counts = counts_in_last_step(12, |k, i| if (k + i) % 2 == 0 { 40.0 } else { 60.0 });
         assert!(counts[1..12].iter().all(|c| (6..=7).contains(c)), "{counts:?}");
         assert!(counts[1..12].contains(&7), "{counts:?}");
         // Readings that stray more than the forecast's interval (0 and 100
         // in turn) do not widen it: the reactive floor meets their peaks.
-        let counts = counts_in_last_step(10, |k, i| if (k + i) % 2 == 0 { 0.0 } else { 100.0 });
+        let counts = counts_in_last_step(12, |k, i| if (k + i) % 2 == 0 { 0.0 } else { 100.0 });
         assert!(counts[1..12].iter().all(|c| (8..=10).contains(c)), "{counts:?}");
         assert!(counts[1..12].contains(&8), "{counts:?}");
     }
