@@ -115,7 +115,8 @@ pub struct BacktestArgs {
     #[arg(long, default_value = "7d")]
     pub warmup: String,
     /// The step prescale forecasts and decides in, a multiple of the
-    /// trace's (default: the trace's), so that the load varies within it.
+    /// trace's (default: the trace's; a series at a multiple of it keeps
+    /// its own), so that the load varies within it.
     #[arg(long)]
     pub forecast_step: Option<String>,
     /// Timely worker threads.

@@ -203,8 +203,9 @@ fn the_swept_window_reaches_both_hpa_and_prescale() {
 
 /// `--forecast-step` changes only what prescale forecasts and decides
 /// in: the trace is fed and scored at its own step, so HPA, the oracle
-/// and the static peak see the same load, and a step that is not a
-/// multiple of the trace's is refused, naming the flag.
+/// and the static peak see the same load; a series whose step is already
+/// a multiple of it keeps its own, and a step that neither divides nor is
+/// a multiple of the trace's is refused, naming the flag.
 #[test]
 fn a_coarser_forecast_step_changes_only_prescale() {
     use prescale::backtest::{BacktestSettings, run};
@@ -230,6 +231,8 @@ fn a_coarser_forecast_step_changes_only_prescale() {
     };
     let own = backtest(None).unwrap();
     let coarse = backtest(Some(15 * 60_000)).unwrap();
+    // A step the trace's is already a multiple of leaves it as it is.
+    let finer = backtest(Some(60_000)).unwrap();
     let refused = backtest(Some(7 * 60_000)).map(|_| ()).unwrap_err().to_string();
     std::fs::remove_file(&path).ok();
 
@@ -239,6 +242,7 @@ fn a_coarser_forecast_step_changes_only_prescale() {
     for policy in ["hpa", "oracle", "static-peak"] {
         assert_eq!(result(&own, policy), result(&coarse, policy), "{policy}");
     }
+    assert_eq!(result(&own, "prescale"), result(&finer, "prescale"));
     let (a, b) = (result(&own, "prescale"), result(&coarse, "prescale"));
     assert!(a.replica_hours != b.replica_hours || a.scale_events != b.scale_events, "{a:?} and {b:?}");
     assert!(refused.contains("--forecast-step"), "{refused}");

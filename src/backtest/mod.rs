@@ -85,9 +85,10 @@ pub struct BacktestSettings {
     /// Scored from this far into the trace (default 7 d, at most half).
     pub warmup: Millis,
     /// The step prescale forecasts and decides in, a multiple of the
-    /// trace's (default: the trace's own). A coarser one leaves the load
-    /// to vary within each forecast step, as a live load varies within
-    /// the job's 5-minute step while it is read every 15 s.
+    /// trace's (default: the trace's own; a series already at a multiple
+    /// of it keeps its own). A coarser one leaves the load to vary within
+    /// each forecast step, as a live load varies within the job's
+    /// 5-minute step while it is read every 15 s.
     pub forecast_step: Option<Millis>,
     /// Timely workers.
     pub workers: usize,
@@ -438,13 +439,18 @@ fn decide_over_trace(
     // The trace is fed at its own step; the models and scalers work in
     // the forecast step.
     let trace_step = step;
-    let step = settings.forecast_step.unwrap_or(trace_step);
-    if step < trace_step || !step.is_multiple_of(trace_step) {
-        return Err(Error::invalid(
-            "--forecast-step",
-            format!("{} s is not a multiple of the trace's {} s step", step / SECOND, trace_step / SECOND),
-        ));
-    }
+    let step = match settings.forecast_step {
+        None => trace_step,
+        Some(f) if f > 0 && f.is_multiple_of(trace_step) => f,
+        // A series already coarser keeps its own step.
+        Some(f) if f > 0 && trace_step.is_multiple_of(f) => trace_step,
+        Some(f) => {
+            return Err(Error::invalid(
+                "--forecast-step",
+                format!("{} s neither divides nor is a multiple of a {} s step", f / SECOND, trace_step / SECOND),
+            ));
+        }
+    };
     let (features_settings, forecast_settings) =
         stage_settings(step, settings.level.unwrap_or(DEFAULT_LEVEL), settings.startup + LATENESS);
     let features_settings = features_settings.validate()?;
