@@ -23,8 +23,8 @@
 //!
 //! [`StepLoad`] averages the readings of the step under way: the estimate
 //! of its load that the surprise is measured with. [`StepSpread`] learns
-//! how far readings stray within a step: what is still unknown of the
-//! step under way once some of its readings are in.
+//! how far the load strays within a step over a look-ahead: what is
+//! still unknown of the step under way once some of its readings are in.
 
 use std::collections::VecDeque;
 

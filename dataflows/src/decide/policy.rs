@@ -55,8 +55,8 @@ pub struct Scaler {
     persistence: Persistence,
     /// The readings of the plan's step under way.
     step_load: StepLoad,
-    /// How far readings stray within a step: the uncertainty left in the
-    /// step under way once its readings are in.
+    /// How far the load strays within a step over the look-ahead: the
+    /// uncertainty left in the step under way once its readings are in.
     step_spread: StepSpread,
     /// Time between this scaler's decisions when short-window readings
     /// drive it; `None` decides on forecasts only (every step).
