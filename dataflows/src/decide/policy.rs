@@ -896,19 +896,25 @@ mod tests {
         assert_eq!(d.forecast.map(|f| f.upper), Some(80.0));
     }
 
-    /// A scaler without scale-down stabilisation, re-reading 5-minute
-    /// forecasts of 50 ± 30 (upper bound 80) every 15 s; `load(step, i)`
-    /// is the `i`-th reading (1 to 20) of step `step`. Returns the counts
-    /// decided during the last step, by reading.
-    fn counts_in_last_step(steps: u64, load: impl Fn(u64, u64) -> f64) -> Vec<u32> {
-        let spec = ScalerSpec {
+    /// A 2-minute start-up and no scale-down stabilisation: the count
+    /// follows each re-read at once.
+    fn unstabilised() -> ScalerSpec {
+        ScalerSpec {
             startup: 2 * MINUTE,
             behavior: Behavior {
                 scale_down: ScalingRules { stabilization: 0, select: SelectPolicy::Max, policies: vec![] },
                 ..Behavior::default()
             },
             ..spec()
-        };
+        }
+    }
+
+    /// A scaler without scale-down stabilisation, re-reading 5-minute
+    /// forecasts of 50 ± 30 (upper bound 80) every 15 s; `load(step, i)`
+    /// is the `i`-th reading (1 to 20) of step `step`. Returns the counts
+    /// decided during the last step, by reading.
+    fn counts_in_last_step(steps: u64, load: impl Fn(u64, u64) -> f64) -> Vec<u32> {
+        let spec = unstabilised();
         let mut s = Scaler::new(spec).with_cadence(Some(15 * SECOND));
         let mut counts = vec![];
         for k in 0..steps {
@@ -962,14 +968,7 @@ mod tests {
     /// showed the burst over, and held its replicas ten minutes longer.
     #[test]
     fn a_burst_that_is_over_does_not_keep_its_replicas() {
-        let spec = ScalerSpec {
-            startup: 2 * MINUTE,
-            behavior: Behavior {
-                scale_down: ScalingRules { stabilization: 0, select: SelectPolicy::Max, policies: vec![] },
-                ..Behavior::default()
-            },
-            ..spec()
-        };
+        let spec = unstabilised();
         // Last-value forecasts over `history`, then one at 100 and
         // readings of 60 during its first step: the last count re-read.
         let probe = |history: &[f64]| {
