@@ -233,8 +233,12 @@ impl StepSpread {
         }
         let start = plan.origin_ms + k * step;
         if self.start != Some(start) {
-            *self =
-                StepSpread { start: Some(start), square: self.square, deviations: self.deviations, ..Self::default() };
+            // Cleared, not replaced: a scaler starts a step every few
+            // minutes, and the deque keeps its allocation.
+            self.start = Some(start);
+            self.sum = 0.0;
+            self.count = 0;
+            self.means.clear();
         }
         // Keep, of the means a look-ahead or more before this reading, the
         // latest: later readings are further from it.
