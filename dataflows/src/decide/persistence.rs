@@ -134,6 +134,17 @@ impl Persistence {
     }
 }
 
+/// The step of `plan` a reading ending at `end` falls in: its point
+/// forecast and start. A reading covers the time just before its end, so
+/// one ending at a step's start belongs to the step before; `None` past
+/// the plan's end.
+fn step_of(plan: &ForecastRow, end: Millis) -> Option<(f64, Millis)> {
+    let step = plan.step_s.max(1) * SECOND;
+    let k = end.saturating_sub(1).saturating_sub(plan.origin_ms) / step;
+    let expected = *plan.point.get(usize::try_from(k).ok()?)?;
+    Some((expected, plan.origin_ms + k * step))
+}
+
 /// The mean of the readings of the step under way.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepLoad {
@@ -154,12 +165,9 @@ impl StepLoad {
     /// replica-hours at equal service against 1.18× with the step's own
     /// readings only).
     pub fn record(&mut self, plan: &ForecastRow, end: Millis, load: f64) -> Option<(f64, f64)> {
-        let step = plan.step_s.max(1) * SECOND;
-        // A reading covers the time just before its end; one ending at
-        // the origin (or, late, before it) counts for the first step.
-        let k = end.saturating_sub(1).saturating_sub(plan.origin_ms) / step;
-        let expected = *plan.point.get(usize::try_from(k).ok()?)?;
-        let start = plan.origin_ms + k * step;
+        // One ending at the origin (or, late, before it) counts for the
+        // first step.
+        let (expected, start) = step_of(plan, end)?;
         let (sum, n) = match self.seen {
             Some((s, sum, n)) if s == start => (sum + load, n + 1),
             _ => (load, 1),
@@ -185,7 +193,7 @@ pub struct UnderWay {
     pub start: Millis,
     /// The mean of its readings.
     pub mean: f64,
-    /// How far a further reading strays from the mean of those before it
+    /// How far the load strays from the step's mean over a look-ahead
     /// (a root mean square).
     pub spread: f64,
 }
@@ -223,15 +231,10 @@ impl StepSpread {
     /// shown it. `None` for the reading that closed at the plan's origin,
     /// past the plan's end, or before the spread is known.
     pub fn record(&mut self, plan: &ForecastRow, end: Millis, load: f64, lead: Millis) -> Option<UnderWay> {
-        let step = plan.step_s.max(1) * SECOND;
         if end <= plan.origin_ms || !load.is_finite() {
             return None;
         }
-        let k = (end - 1 - plan.origin_ms) / step;
-        if usize::try_from(k).ok()? >= plan.point.len() {
-            return None;
-        }
-        let start = plan.origin_ms + k * step;
+        let (_, start) = step_of(plan, end)?;
         if self.start != Some(start) {
             // Cleared, not replaced: a scaler starts a step every few
             // minutes, and the deque keeps its allocation.
