@@ -174,6 +174,7 @@ fn decision(ns: &str, scaler: &str, target: &str, desired: u32, reason: Reason) 
             point: 200.0,
             upper: 240.0,
             level: 0.9,
+            step_seen: false,
         }),
         model: Some("mstl".into()),
         recent_error: Some(0.7),

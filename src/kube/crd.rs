@@ -297,6 +297,11 @@ pub struct LastForecast {
     pub upper: f64,
     /// The interval level of that bound.
     pub level: f64,
+    /// Whether the step under way had been seen, so that its readings (their
+    /// mean and spread within a step), not its forecast's interval, sized
+    /// it; later steps are sized from the forecast.
+    #[serde(default)]
+    pub step_seen: bool,
 }
 
 /// The CRD as YAML: what `prescale crd` prints and `deploy/crd.yaml` holds.

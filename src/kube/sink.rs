@@ -606,7 +606,14 @@ mod tests {
             detail: None,
             load: Some(100.0),
             reactive: Some(2),
-            forecast: Some(UsedForecast { origin_ms: 0, until_ms: 1_800_000, point: 200.0, upper: 240.0, level: 0.9 }),
+            forecast: Some(UsedForecast {
+                origin_ms: 0,
+                until_ms: 1_800_000,
+                point: 200.0,
+                upper: 240.0,
+                level: 0.9,
+                step_seen: false,
+            }),
             model: Some("mstl".into()),
             recent_error: Some(0.5),
         }

@@ -157,6 +157,7 @@ pub fn next_status(
             point: f.point,
             upper: f.upper,
             level: f.level,
+            step_seen: f.step_seen,
         });
     }
 
@@ -192,7 +193,13 @@ pub fn next_status(
         _ => {
             let (ok, reason, message) = match &decision.forecast {
                 Some(f) => {
-                    (true, "ForecastUsed", format!("sized for the {:.0}% upper bound {:.3}", f.level * 100.0, f.upper))
+                    let bound = format!("sized for the {:.0}% upper bound {:.3}", f.level * 100.0, f.upper);
+                    let message = if f.step_seen {
+                        format!("{bound} (the step under way from its readings, later steps from the forecast)")
+                    } else {
+                        bound
+                    };
+                    (true, "ForecastUsed", message)
                 }
                 None => (false, "NoForecast", "no forecast yet".to_owned()),
             };
@@ -250,6 +257,7 @@ mod tests {
                 point: 150.0,
                 upper: 180.0,
                 level: 0.9,
+                step_seen: false,
             }),
             model: Some("mstl".into()),
             recent_error: Some(0.8),
@@ -279,6 +287,20 @@ mod tests {
         assert!(is_true(&s.conditions, PREDICTION_READY));
         assert!(!is_true(&s.conditions, FALLBACK));
         assert!(!is_true(&s.conditions, SCALING_LIMITED));
+    }
+
+    #[test]
+    fn a_step_sized_from_its_readings_says_so() {
+        let mut d = decision(Reason::Forecast, 3);
+        let unseen = next_status(None, &d, &TargetOutcome::Unchanged { replicas: 3 }, None, &at(0));
+        assert_eq!(condition(&unseen, PREDICTION_READY).message, "sized for the 90% upper bound 180.000");
+        if let Some(f) = d.forecast.as_mut() {
+            f.step_seen = true;
+        }
+        let seen = next_status(Some(&unseen), &d, &TargetOutcome::Unchanged { replicas: 3 }, None, &at(15));
+        assert_eq!(seen.last_forecast.as_ref().map(|f| f.step_seen), Some(true));
+        let message = &condition(&seen, PREDICTION_READY).message;
+        assert!(message.contains("the step under way from its readings"), "{message}");
     }
 
     #[test]

@@ -384,6 +384,12 @@ pub struct UsedForecast {
     pub upper: f64,
     /// Interval level.
     pub level: f64,
+    /// Whether the step under way had been seen: its readings' mean and
+    /// spread, not its forecast's interval, sized it (at most to that
+    /// interval's bound). Later steps of the look-ahead are sized from the
+    /// forecast either way.
+    #[serde(default)]
+    pub step_seen: bool,
 }
 
 /// One replica decision.

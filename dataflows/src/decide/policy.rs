@@ -524,6 +524,7 @@ impl Scaler {
             point: top,
             upper: high.max(0.0),
             level,
+            step_seen: seen.is_some(),
         })
     }
 
@@ -914,13 +915,21 @@ mod tests {
     /// is the `i`-th reading (1 to 20) of step `step`. Returns the counts
     /// decided during the last step, by reading.
     fn counts_in_last_step(steps: u64, load: impl Fn(u64, u64) -> f64) -> Vec<u32> {
+        decisions_in_last_step(steps, load).into_iter().map(|(count, _)| count).collect()
+    }
+
+    /// The count at the origin and after each reading of the last of
+    /// `steps` forecasts, with whether the decision that set it had seen
+    /// the step under way.
+    fn decisions_in_last_step(steps: u64, load: impl Fn(u64, u64) -> f64) -> Vec<(u32, bool)> {
         let spec = unstabilised();
         let mut s = Scaler::new(spec).with_cadence(Some(15 * SECOND));
-        let mut counts = vec![];
+        let seen = |d: &Decision| d.forecast.as_ref().is_some_and(|f| f.step_seen);
+        let mut out = vec![];
         for k in 0..steps {
             let d = s.on_forecast("ps", &row(5 * k, 50.0, 50.0, 30.0));
-            counts = vec![d.desired];
-            let mut count = d.desired;
+            out = vec![(d.desired, seen(&d))];
+            let mut last = (d.desired, seen(&d));
             for i in 1..=20 {
                 let reading = LoadReading {
                     series: d.series.clone(),
@@ -929,25 +938,28 @@ mod tests {
                     pods: 0,
                 };
                 if let Some(d) = s.on_load("ps", &reading) {
-                    count = d.desired;
+                    last = (d.desired, seen(&d));
                 }
-                counts.push(count);
+                out.push(last);
             }
         }
-        counts
+        out
     }
 
     #[test]
     fn the_step_under_way_is_sized_from_its_readings_once_their_spread_is_known() {
         // Before readings have shown how far they stray within a step, the
         // step is sized from its forecast's bound all through.
-        assert_eq!(counts_in_last_step(11, |_, _| 50.0), vec![8; 21]);
+        assert_eq!(decisions_in_last_step(11, |_, _| 50.0), vec![(8, false); 21]);
         // Readings that hold still: from the first one, the rest of the
         // step is sized for what they show, until the look-ahead (2 min
         // start-up and 15 s to the next reading) reaches the next step,
-        // sized from its forecast again.
-        let counts = counts_in_last_step(12, |_, _| 50.0);
-        assert_eq!(counts[0], 8, "at the origin nothing of the step is seen");
+        // sized from its forecast again. The decisions say when the step
+        // under way was seen.
+        let decisions = decisions_in_last_step(12, |_, _| 50.0);
+        assert_eq!(decisions[0], (8, false), "at the origin nothing of the step is seen");
+        assert!(decisions[1..].iter().all(|&(_, seen)| seen), "{decisions:?}");
+        let counts: Vec<u32> = decisions.iter().map(|&(count, _)| count).collect();
         assert_eq!(&counts[1..12], &[5; 11]);
         assert_eq!(&counts[12..], &[8; 9]);
         // Readings that stray (40 and 60 in turn): the step under way keeps
