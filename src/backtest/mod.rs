@@ -584,7 +584,7 @@ fn decide_over_trace(
     }
     let kept = std::mem::take(&mut *kept.lock().map_err(|_| Error::Runtime("a worker panicked".into()))?);
     let changes: usize = kept.schedules.iter().map(Vec::len).sum();
-    eprintln!("backtest: kept {changes} changes of count of {} decisions", kept.seen);
+    eprintln!("backtest: {changes} of {} decisions changed their scaler's count; only those are kept", kept.seen);
     let mut schedules = kept.schedules.into_iter();
     let mut out: Vec<SeriesDecisions> = (0..series.len())
         .map(|_| SeriesDecisions {
