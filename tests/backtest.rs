@@ -247,3 +247,19 @@ fn a_coarser_forecast_step_changes_only_prescale() {
     assert!(a.replica_hours != b.replica_hours || a.scale_events != b.scale_events, "{a:?} and {b:?}");
     assert!(refused.contains("--forecast-step"), "{refused}");
 }
+
+/// The equal-service table shows the churn each policy's saving comes
+/// with, as the JSON does.
+#[test]
+fn the_equal_service_table_shows_scale_events() {
+    let out = backtest_one_burst("table", vec![]);
+    let table = prescale::backtest::report::table(&out);
+    let section = table.split("At equal service").nth(1).and_then(|s| s.split("Headline").next()).unwrap();
+    assert!(section.lines().nth(1).is_some_and(|header| header.trim_end().ends_with("scales")), "{section}");
+    for e in &out.equal_service {
+        let row = section.lines().find(|l| l.split_whitespace().nth(1) == Some(e.policy.as_str())).unwrap();
+        assert_eq!(row.split_whitespace().last(), Some(e.scale_events.to_string().as_str()), "{row}");
+    }
+    let prescale = out.equal_service.iter().find(|e| e.policy == "prescale").unwrap();
+    assert!(prescale.scale_events > 0);
+}

@@ -165,20 +165,21 @@ pub fn table(b: &Backtest) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<28} {:<12} {:>7} {:>7} {:>13} {:>12} {:>5}",
-        "series", "policy", "target", "window", "replica-h", "under-min", "met"
+        "{:<28} {:<12} {:>7} {:>7} {:>13} {:>12} {:>5} {:>7}",
+        "series", "policy", "target", "window", "replica-h", "under-min", "met", "scales"
     );
     for r in &b.equal_service {
         let _ = writeln!(
             t,
-            "{:<28} {:<12} {:>6.0}% {:>7} {:>13.1} {:>12.1} {:>5}",
+            "{:<28} {:<12} {:>6.0}% {:>7} {:>13.1} {:>12.1} {:>5} {:>7}",
             truncate(&r.series, 28),
             r.policy,
             r.target_utilization * 100.0,
             r.scale_down_stabilization_s.map_or("-".into(), |w| format!("{w}s")),
             r.replica_hours,
             r.underprovisioned_minutes,
-            if r.met { "yes" } else { "NO" }
+            if r.met { "yes" } else { "NO" },
+            r.scale_events
         );
     }
     let _ = writeln!(t, "\nHeadline (replica-hours at equal service):");
