@@ -74,9 +74,10 @@ pub struct BacktestArgs {
     /// The trace (CSV `timestamp,series,value` or JSON lines).
     #[arg(long, value_name = "PATH")]
     pub trace: PathBuf,
-    /// Only this series.
-    #[arg(long)]
-    pub series: Option<String>,
+    /// Only this series; repeat the flag for several (a quick look at a
+    /// few series of a large trace).
+    #[arg(long, value_name = "NAME")]
+    pub series: Vec<String>,
     /// Load one replica serves at 100% (default: per series, so that its
     /// 99th-percentile load needs 20 replicas at the SLO utilisation).
     #[arg(long)]

@@ -114,6 +114,14 @@ fn backtest_refuses_bad_flags_with_the_flag_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--series"));
+    // Each name must be in the trace, not just one of them.
+    let out = common::prescale()
+        .args(["backtest", "--trace", &trace("dc_aggregates").to_string_lossy()])
+        .args(["--series", "azure_v2_total_vm_cpu_usage", "--series", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nope\""));
     for windows in ["2h", "soon"] {
         let out = common::prescale()
             .args(["backtest", "--trace", &trace("dc_aggregates").to_string_lossy(), "--sweep-windows", windows])

@@ -56,8 +56,8 @@ use crate::source::{Feed, PARK};
 pub struct BacktestSettings {
     /// The trace.
     pub trace: PathBuf,
-    /// Only this series.
-    pub series: Option<String>,
+    /// Only these series (all when empty).
+    pub series: Vec<String>,
     /// Load one replica serves at 100%; `None` derives it per series so
     /// that the series' 99th-percentile load needs 20 replicas at the SLO
     /// utilisation.
@@ -99,7 +99,7 @@ impl BacktestSettings {
     pub fn new(trace: PathBuf) -> Self {
         BacktestSettings {
             trace,
-            series: None,
+            series: Vec::new(),
             capacity: None,
             target_utilization: 0.7,
             startup: 120 * SECOND,
@@ -846,11 +846,11 @@ fn equal_service(
 pub fn run(settings: &BacktestSettings) -> Result<Backtest> {
     let started = Instant::now();
     let mut all = load_trace(&settings.trace, &DecodeOptions::default())?;
-    if let Some(name) = &settings.series {
-        all.retain(|s| &s.name == name);
-        if all.is_empty() {
+    if !settings.series.is_empty() {
+        if let Some(name) = settings.series.iter().find(|name| !all.iter().any(|s| &s.name == *name)) {
             return Err(Error::invalid("--series", format!("no series {name:?} in {}", settings.trace.display())));
         }
+        all.retain(|s| settings.series.contains(&s.name));
     }
     let series: Vec<(TraceSeries, f64)> = all
         .into_iter()
