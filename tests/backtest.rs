@@ -33,7 +33,7 @@ fn backtest_reports_every_policy_at_the_common_target_and_at_equal_service() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let results = doc["results"].as_array().unwrap();
     // The settings that shaped the numbers travel with them.
-    assert_eq!((doc["level"].as_f64(), doc["budget_fraction"].as_f64()), (Some(0.6), Some(0.005)));
+    assert_eq!((doc["level"].as_f64(), doc["budget_fraction"].as_f64()), (Some(0.9), Some(0.005)));
     let policy = |rows: &[serde_json::Value], name: &str| {
         rows.iter().find(|r| r["policy"] == name).unwrap_or_else(|| panic!("no {name} in {rows:?}")).clone()
     };

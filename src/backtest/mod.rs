@@ -80,7 +80,7 @@ pub struct BacktestSettings {
     /// them: on the shared traces HPA's best was 30–120 s on most series,
     /// 0 or 300 s on a few).
     pub windows: Vec<Millis>,
-    /// The interval level prescale sizes for (default 0.6).
+    /// The interval level prescale sizes for (default 0.9).
     pub level: Option<f64>,
     /// Scored from this far into the trace (default 7 d, at most half).
     pub warmup: Millis,

@@ -77,7 +77,7 @@ pub struct PredictiveScalerSpec {
     pub startup_seconds: Option<u32>,
     /// The level of the central prediction interval whose upper bound
     /// replicas are sized for (0 to 0.999; 0 is the point forecast; default
-    /// 0.6, about the 80th percentile). It is read off the interval the job
+    /// 0.9, the 95th percentile). It is read off the interval the job
     /// forecasts (`forecast.level`) as if its shape were normal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 0.999))]

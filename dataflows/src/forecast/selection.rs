@@ -57,8 +57,8 @@
 //!
 //! * Candidates are ranked by what the decide stage does with a forecast:
 //!   it sizes for a bound between the point and the upper end of the
-//!   calibrated interval (at its sizing level, 0.6 by default: about the
-//!   80th percentile). Each scoring path therefore also carries that bound,
+//!   calibrated interval (at its sizing level, 0.9 by default: the
+//!   95th percentile). Each scoring path therefore also carries that bound,
 //!   read off the candidate's calibrated interval at the path's origin,
 //!   and is scored by its mean pinball loss at that quantile over the
 //!   first [`EnsembleConfig::sizing_leads`] leads (the ones a decision
@@ -162,7 +162,7 @@ pub struct EnsembleConfig {
     /// decide stage sizes for at this central level (read off each
     /// candidate's calibrated interval as the decide stage does). `None`
     /// ranks by the mean absolute error. Default: the decide stage's
-    /// default sizing level, 0.6.
+    /// default sizing level, 0.9.
     pub selection_level: Option<f64>,
     /// The leads the sizing loss is taken over (default 2): the steps the
     /// decide stage reads between one forecast and the next one's pods

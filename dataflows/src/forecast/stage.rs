@@ -80,7 +80,7 @@ pub struct ForecastSettings {
     /// Which value is forecast (default the deployment total).
     pub signal: Signal,
     /// The sizing level the models are ranked for (default the decide
-    /// stage's, 0.6; see [`EnsembleConfig::selection_level`]).
+    /// stage's, 0.9; see [`EnsembleConfig::selection_level`]).
     pub selection_level: f64,
     /// The leads the models' sizing loss is taken over (default 2; see
     /// [`EnsembleConfig::sizing_leads`] and [`ForecastSettings::sizing_leads_for`]).
